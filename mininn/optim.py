@@ -1,0 +1,636 @@
+"""Optimizers with the arguments and update rules of ``torch.optim``.
+
+Each class writes out its update equations in its docstring and in ``_update``,
+following PyTorch's single-tensor (for-loop) implementation operation by
+operation, so that float64 results agree with PyTorch to rounding.
+
+Speed: one flat buffer per parameter group and dtype
+----------------------------------------------------
+At construction an optimizer copies the parameters of each group into one
+contiguous buffer per dtype, and *rebinds* every ``Parameter.data`` and
+``Parameter.grad`` to a view (a reshaped slice) of the flat data and gradient
+buffers; the values are unchanged. The optimizer state (``exp_avg``, ...) lives
+in flat buffers of the same layout, so one step is a handful of in-place NumPy
+calls over the whole network rather than a Python loop over parameters, and
+allocates nothing.
+
+This works because layers read ``p.data`` at every call and accumulate into
+``p.grad`` in place (``+=``), and ``Module.load_state_dict`` copies in place.
+The caveat: **replacing** ``p.data`` or ``p.grad`` by a new array after the
+optimizer was built (``p.grad = g``, or ``Module.to()`` / ``double()``)
+detaches the parameter from the optimizer. ``step()`` and ``zero_grad()``
+detect this and raise a ``RuntimeError``; cast the model before creating the
+optimizer, and write into the arrays (``p.grad[...] = g``) instead.
+
+``state[param]`` is still per parameter, with PyTorch's names; its arrays are
+views into the flat state buffers.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import numpy as np
+
+from mininn.module import Parameter
+
+__all__ = ["SGD", "Adam", "AdamW", "Optimizer", "RMSprop"]
+
+
+class _Flat:
+    """The parameters of one group with one dtype, stored in one contiguous buffer.
+
+    ``data`` and ``grad`` are 1-D; each parameter's ``.data``/``.grad`` is a view
+    of its slice. ``state_buffer(name)`` and ``scratch(name)`` are lazily allocated
+    1-D buffers of the same layout (the optimizer state, and temporaries).
+    """
+
+    def __init__(self, params: list[Parameter], dtype: np.dtype) -> None:
+        self.params = params
+        self.offsets = np.cumsum([0] + [p.size for p in params]).tolist()
+        self.data = np.empty(self.offsets[-1], dtype=dtype)
+        self.grad = np.empty(self.offsets[-1], dtype=dtype)
+        for index, param in enumerate(params):
+            lo, hi = self.offsets[index], self.offsets[index + 1]
+            self.data[lo:hi] = param.data.ravel()
+            self.grad[lo:hi] = param.grad.ravel()
+            param.data = self.data[lo:hi].reshape(param.shape)
+            param.grad = self.grad[lo:hi].reshape(param.shape)
+        self._state: dict[str, np.ndarray] = {}
+        self._scratch: dict[str, np.ndarray] = {}
+
+    def state_buffer(self, name: str) -> np.ndarray:
+        if name not in self._state:
+            self._state[name] = np.zeros_like(self.data)
+        return self._state[name]
+
+    def scratch(self, name: str) -> np.ndarray:
+        if name not in self._scratch:
+            self._scratch[name] = np.empty_like(self.data)
+        return self._scratch[name]
+
+    def detached(self) -> list[int]:
+        """Indices of the parameters whose .data or .grad is no longer a view of ours."""
+        return [
+            index
+            for index, p in enumerate(self.params)
+            if getattr(p.data, "base", None) is not self.data
+            or getattr(p.grad, "base", None) is not self.grad
+        ]
+
+
+class _Run:
+    """Consecutive trainable parameters of a :class:`_Flat` that share their step
+    count, updated together: ``param``, ``grad`` and ``state(name)`` are 1-D views."""
+
+    def __init__(self, flat: _Flat, first: int, stop: int, state: dict) -> None:
+        self._flat = flat
+        self._state = state
+        self.params = flat.params[first:stop]
+        self._first = first
+        self._lo, self._hi = flat.offsets[first], flat.offsets[stop]
+        self.param = flat.data[self._lo : self._hi]
+        self.grad = flat.grad[self._lo : self._hi]
+        # Empty per-parameter state: this is the parameters' first step.
+        self.is_first_step = not state[self.params[0]]
+
+    def state(self, name: str) -> np.ndarray:
+        """The state buffer ``name`` (zeros on first use), also exposed per parameter
+        as ``optimizer.state[p][name]``."""
+        buffer = self._flat.state_buffer(name)
+        for offset, param in enumerate(self.params):
+            per_param = self._state[param]
+            if name not in per_param:
+                lo = self._flat.offsets[self._first + offset]
+                per_param[name] = buffer[lo : lo + param.size].reshape(param.shape)
+        return buffer[self._lo : self._hi]
+
+    def scratch(self, name: str) -> np.ndarray:
+        return self._flat.scratch(name)[self._lo : self._hi]
+
+    def increment_step(self) -> int:
+        """t ← t + 1 for every parameter of the run; returns the new t."""
+        for param in self.params:
+            per_param = self._state[param]
+            per_param["step"] = per_param.get("step", 0) + 1
+        return self._state[self.params[0]]["step"]
+
+    def effective_grad(self, maximize: bool, weight_decay: float) -> np.ndarray:
+        """g ← ±grad + weight_decay · param (L2 penalty), in a scratch buffer when it
+        differs from grad: the parameters' .grad is never written."""
+        if not maximize and weight_decay == 0:
+            return self.grad
+        g = self.scratch("grad")
+        if weight_decay != 0:
+            np.multiply(self.param, weight_decay, out=g)
+            if maximize:
+                g -= self.grad
+            else:
+                g += self.grad
+        else:
+            np.negative(self.grad, out=g)
+        return g
+
+
+def _lerp_(start: np.ndarray, end: np.ndarray, weight: float, tmp: np.ndarray) -> None:
+    """start ← start + weight · (end − start), in place, as ``torch.lerp_`` computes it
+    (``end − (end − start) · (1 − weight)`` when weight ≥ 0.5)."""
+    np.subtract(end, start, out=tmp)
+    if abs(weight) < 0.5:
+        tmp *= weight
+        start += tmp
+    else:
+        tmp *= 1 - weight
+        np.subtract(end, tmp, out=start)
+
+
+class Optimizer:
+    """Base class of the optimizers, as ``torch.optim.Optimizer``.
+
+    Args:
+        params: an iterable of :class:`~mininn.Parameter` (e.g. ``model.parameters()``),
+            or of dicts, each a parameter group with a ``"params"`` list and
+            hyperparameters overriding ``defaults``.
+        defaults: the hyperparameters of the groups that do not set them.
+    Attributes:
+        param_groups: list of dicts, each with ``"params"`` and every hyperparameter;
+            assigning ``opt.param_groups[0]["lr"] = x`` changes the learning rate
+            from the next step (what a scheduler does).
+        state: ``{Parameter: dict}``, filled lazily at a parameter's first step
+            with PyTorch's names (``step``, ``exp_avg``, ``momentum_buffer``, ...).
+        defaults: the hyperparameters given to the constructor.
+    Raises:
+        ValueError: the parameter list is empty; a parameter appears in two groups;
+            a hyperparameter is out of range.
+        TypeError: ``params`` is a single Parameter or holds something else.
+    Note:
+        The parameters are moved into one flat buffer per group and dtype (see the
+        module docstring): set gradients in place (``p.grad[...] = g``), and call
+        ``Module.to()`` before creating the optimizer. A parameter listed twice in
+        one group is kept once; a parameter frozen with ``requires_grad = False`` is
+        skipped by ``step()``.
+    """
+
+    def __init__(self, params: Iterable[Parameter] | Iterable[dict], defaults: dict) -> None:
+        name = type(self).__name__
+        if isinstance(params, Parameter):
+            raise TypeError(
+                f"{name}: params should be an iterable of Parameters or dicts, but got a "
+                "Parameter; pass [param] or model.parameters()"
+            )
+        self._validate(defaults)
+        self.defaults = dict(defaults)
+        self.state: defaultdict[Parameter, dict[str, Any]] = defaultdict(dict)
+        self.param_groups: list[dict[str, Any]] = []
+        self._flats: list[list[_Flat]] = []  # parallel to param_groups
+        groups = list(params)
+        if len(groups) == 0:
+            raise ValueError("optimizer got an empty parameter list")
+        if not isinstance(groups[0], dict):
+            groups = [{"params": groups}]
+        for group in groups:
+            self.add_param_group(group)
+
+    def _validate(self, hyperparameters: dict) -> None:
+        """Raise ValueError for an out-of-range hyperparameter; subclasses override."""
+
+    def add_param_group(self, param_group: dict) -> None:
+        """Add a group of parameters with its own hyperparameters (missing ones are
+        taken from ``defaults``), as ``torch.optim.Optimizer.add_param_group``.
+
+        Raises:
+            TypeError: ``param_group`` is not a dict, or holds a non-Parameter.
+            ValueError: a parameter is already in another group; a bad hyperparameter.
+        """
+        name = type(self).__name__
+        if not isinstance(param_group, dict):
+            raise TypeError(f"{name}: a param group must be a dict, got {type(param_group)}")
+        group = dict(param_group)
+        params = group["params"]
+        params = [params] if isinstance(params, Parameter) else list(params)
+        for param in params:
+            if not isinstance(param, Parameter):
+                raise TypeError(
+                    f"{name} can only optimize Parameters, but one of the params is "
+                    f"{type(param).__name__}; pass model.parameters()"
+                )
+        group["params"] = list(dict.fromkeys(params))  # a shared Parameter is updated once
+        for key, default in self.defaults.items():
+            group.setdefault(key, default)
+        self._validate(group)
+        existing = {id(p) for g in self.param_groups for p in g["params"]}
+        if any(id(p) in existing for p in group["params"]):
+            raise ValueError("some parameters appear in more than one parameter group")
+        dtypes = list(dict.fromkeys(p.data.dtype for p in group["params"]))
+        flats = [_Flat([p for p in group["params"] if p.data.dtype == dt], dt) for dt in dtypes]
+        self.param_groups.append(group)
+        self._flats.append(flats)
+
+    def _check_attached(self) -> None:
+        for group_index, flats in enumerate(self._flats):
+            for flat in flats:
+                detached = flat.detached()
+                if detached:
+                    shapes = [flat.params[i].shape for i in detached]
+                    raise RuntimeError(
+                        f"{type(self).__name__}: parameter(s) of shape {shapes} in group "
+                        f"{group_index} no longer share memory with the optimizer: their .data "
+                        "or .grad was replaced by a new array after the optimizer was created "
+                        "(e.g. by Module.to() or `p.grad = g`). Create the optimizer after "
+                        "casting the model, and write in place (p.grad[...] = g)."
+                    )
+
+    def _runs(self, flat: _Flat) -> list[_Run]:
+        """Split ``flat`` into runs of consecutive trainable parameters that share
+        their step count (usually one run: the whole buffer)."""
+        runs, first = [], None
+        keys = [
+            (bool(self.state[p]), self.state[p].get("step")) if p.requires_grad else None
+            for p in flat.params
+        ]
+        for index, key in enumerate([*keys, None]):
+            if first is not None and key != keys[first]:
+                runs.append(_Run(flat, first, index, self.state))
+                first = None
+            if first is None and key is not None:
+                first = index
+        return runs
+
+    def zero_grad(self) -> None:
+        """Set the gradient of every parameter to zero, in place."""
+        self._check_attached()
+        for flats in self._flats:
+            for flat in flats:
+                flat.grad.fill(0)
+
+    def step(self, closure: Callable[[], float] | None = None) -> float | None:
+        """Update every parameter with ``requires_grad=True`` from its ``.grad``.
+
+        Args:
+            closure: optional; called first and its value returned (the loss), as in
+                PyTorch. Default: None.
+        Raises:
+            RuntimeError: a parameter's .data or .grad was replaced by a new array.
+        """
+        loss = closure() if closure is not None else None
+        self._check_attached()
+        for group, flats in zip(self.param_groups, self._flats, strict=True):
+            for flat in flats:
+                for run in self._runs(flat):
+                    self._update(group, run)
+        return loss
+
+    def _update(self, group: dict, run: _Run) -> None:
+        raise NotImplementedError(f"{type(self).__name__} is missing the required '_update' method")
+
+    def __repr__(self) -> str:
+        lines = [f"{type(self).__name__} ("]
+        for index, group in enumerate(self.param_groups):
+            lines.append(f"Parameter Group {index}")
+            lines += [f"    {key}: {group[key]}" for key in sorted(group) if key != "params"]
+        return "\n".join([*lines, ")"])
+
+
+def _check_non_negative(name: str, what: str, value: float) -> None:
+    if not 0.0 <= value:
+        raise ValueError(f"Invalid {what}: {value}; {name} expects a value >= 0")
+
+
+class SGD(Optimizer):
+    r"""Stochastic gradient descent, optionally with (Nesterov) momentum: θ ← θ − lr · g.
+
+    With g the gradient, λ the weight decay, μ the momentum, τ the dampening and
+    γ the learning rate, each step computes, as ``torch.optim.SGD``::
+
+        g ← −∇θ if maximize else ∇θ
+        g ← g + λ θ                                  (if λ ≠ 0)
+        b ← g at the first step, else μ b + (1 − τ) g   (if μ ≠ 0)
+        g ← g + μ b if nesterov else b               (if μ ≠ 0)
+        θ ← θ − γ g
+
+    Args:
+        params: the parameters, or parameter groups (dicts), to optimize.
+        lr: γ, the learning rate per step, >= 0. Default: 1e-3 (PyTorch's).
+        momentum: μ >= 0. Default: 0.
+        dampening: τ, the share of the gradient removed from the momentum. Default: 0.
+        weight_decay: λ >= 0, an L2 penalty added to the gradient. Default: 0.
+        nesterov: use Nesterov momentum (needs μ > 0 and τ = 0). Default: False.
+        maximize: maximise the objective instead. Default: False.
+    Shape:
+        - Parameters: any shape, float32 or float64; state has the same shape and dtype.
+    Raises:
+        ValueError: a negative lr, momentum or weight_decay; nesterov with μ = 0 or τ ≠ 0.
+    References:
+        Sutskever et al. (2013), "On the importance of initialization and momentum in
+        deep learning", ICML (the momentum and Nesterov forms used here).
+    Example:
+        >>> p = Parameter(np.array([1.0, 2.0]))
+        >>> opt = SGD([p], lr=0.1)
+        >>> p.grad[...] = [0.5, -1.0]
+        >>> opt.step()
+        >>> p.data
+        array([0.95, 2.1 ])
+    """
+
+    def __init__(
+        self,
+        params: Iterable[Parameter] | Iterable[dict],
+        lr: float = 1e-3,
+        momentum: float = 0,
+        dampening: float = 0,
+        weight_decay: float = 0,
+        nesterov: bool = False,
+        *,
+        maximize: bool = False,
+    ) -> None:
+        defaults = dict(lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay,
+                        nesterov=nesterov, maximize=maximize)  # fmt: skip
+        super().__init__(params, defaults)
+
+    def _validate(self, hp: dict) -> None:
+        _check_non_negative("SGD", "learning rate", hp["lr"])
+        _check_non_negative("SGD", "momentum value", hp["momentum"])
+        _check_non_negative("SGD", "weight_decay value", hp["weight_decay"])
+        if hp["nesterov"] and (hp["momentum"] <= 0 or hp["dampening"] != 0):
+            raise ValueError(
+                "Nesterov momentum requires a momentum and zero dampening; SGD got "
+                f"momentum={hp['momentum']}, dampening={hp['dampening']}"
+            )
+
+    def _update(self, group: dict, run: _Run) -> None:
+        lr, momentum, dampening = group["lr"], group["momentum"], group["dampening"]
+        g = run.effective_grad(group["maximize"], group["weight_decay"])
+        if momentum != 0:
+            buf = run.state("momentum_buffer")
+            if run.is_first_step:
+                buf[...] = g  # b ← g
+            else:
+                buf *= momentum  # b ← μ b + (1 − τ) g
+                if dampening == 0:
+                    buf += g
+                else:
+                    buf += np.multiply(g, 1 - dampening, out=run.scratch("tmp"))
+            if group["nesterov"]:
+                nesterov_g = run.scratch("grad")  # may already hold g: add in place
+                np.multiply(buf, momentum, out=run.scratch("tmp"))
+                np.add(g, run.scratch("tmp"), out=nesterov_g)  # g ← g + μ b
+                g = nesterov_g
+            else:
+                g = buf  # g ← b
+        run.param += np.multiply(g, -lr, out=run.scratch("tmp"))  # θ ← θ − γ g
+
+
+def _check_adam(name: str, hp: dict) -> None:
+    _check_non_negative(name, "learning rate", hp["lr"])
+    _check_non_negative(name, "epsilon value", hp["eps"])
+    betas = hp["betas"]
+    if not isinstance(betas, (tuple, list)) or len(betas) != 2:
+        raise ValueError(f"{name}: betas must be a pair (beta1, beta2), got {betas!r}")
+    for index, beta in enumerate(betas):
+        if not 0.0 <= beta < 1.0:
+            raise ValueError(
+                f"Invalid beta parameter at index {index}: {beta}; {name} expects 0 <= beta < 1"
+            )
+    _check_non_negative(name, "weight_decay value", hp["weight_decay"])
+
+
+class Adam(Optimizer):
+    r"""Adam: θ ← θ − lr · m̂ / (sqrt(v̂) + eps), with bias-corrected moment estimates.
+
+    With g the gradient, λ the weight decay and γ the learning rate, each step
+    computes, as ``torch.optim.Adam``::
+
+        t ← t + 1
+        g ← −∇θ if maximize else ∇θ
+        g ← g + λ θ                                  (if λ ≠ 0: L2 penalty)
+        m ← β1 m + (1 − β1) g                        (exp_avg)
+        v ← β2 v + (1 − β2) g²                       (exp_avg_sq)
+        v_max ← max(v_max, v); use v_max for v       (if amsgrad: max_exp_avg_sq)
+        θ ← θ − γ / (1 − β1^t) · m / (sqrt(v) / sqrt(1 − β2^t) + ε)
+
+    Args:
+        params: the parameters, or parameter groups (dicts), to optimize.
+        lr: γ, the learning rate per step, >= 0. Default: 1e-3.
+        betas: (β1, β2), the decay rates of the moment estimates, each in [0, 1).
+            Default: (0.9, 0.999).
+        eps: ε >= 0, added to the denominator, outside the square root. Default: 1e-8.
+        weight_decay: λ >= 0, an L2 penalty added to the gradient (see
+            :class:`AdamW` for decoupled decay). Default: 0.
+        amsgrad: use the maximum of past second moments (Reddi et al. 2018). Default: False.
+        maximize: maximise the objective instead. Default: False.
+    Shape:
+        - Parameters: any shape, float32 or float64; state has the same shape and dtype.
+    Raises:
+        ValueError: a negative lr, eps or weight_decay; a beta outside [0, 1).
+    References:
+        Kingma & Ba (2014), "Adam: A Method for Stochastic Optimization",
+        https://arxiv.org/abs/1412.6980. Reddi et al. (2018), "On the Convergence of
+        Adam and Beyond", https://openreview.net/forum?id=ryQu7f-RZ (amsgrad).
+    Example:
+        >>> p = Parameter(np.array([1.0, -1.0]))
+        >>> opt = Adam([p], lr=0.1)
+        >>> p.grad[...] = [2.0, -3.0]
+        >>> opt.step()  # the first step moves each weight by lr against its gradient's sign
+        >>> np.round(p.data, 6)
+        array([ 0.9, -0.9])
+    """
+
+    _decoupled_weight_decay = False
+
+    def __init__(
+        self,
+        params: Iterable[Parameter] | Iterable[dict],
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0,
+        amsgrad: bool = False,
+        *,
+        maximize: bool = False,
+    ) -> None:
+        defaults = dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
+                        amsgrad=amsgrad, maximize=maximize)  # fmt: skip
+        super().__init__(params, defaults)
+
+    def _validate(self, hp: dict) -> None:
+        _check_adam(type(self).__name__, hp)
+
+    def _update(self, group: dict, run: _Run) -> None:
+        lr, (beta1, beta2), eps = group["lr"], group["betas"], group["eps"]
+        weight_decay = group["weight_decay"]
+        t = run.increment_step()
+        exp_avg, exp_avg_sq = run.state("exp_avg"), run.state("exp_avg_sq")
+        tmp, denom = run.scratch("tmp"), run.scratch("denom")
+        if self._decoupled_weight_decay:
+            if weight_decay != 0:
+                run.param *= 1 - lr * weight_decay  # θ ← θ (1 − γ λ)
+            g = run.effective_grad(group["maximize"], 0)
+        else:
+            g = run.effective_grad(group["maximize"], weight_decay)  # g ← g + λ θ
+        _lerp_(exp_avg, g, 1 - beta1, tmp)  # m ← β1 m + (1 − β1) g
+        exp_avg_sq *= beta2  # v ← β2 v + (1 − β2) g²
+        exp_avg_sq += np.multiply(np.multiply(g, 1 - beta2, out=tmp), g, out=tmp)
+        bias_correction1 = 1 - beta1**t
+        bias_correction2_sqrt = (1 - beta2**t) ** 0.5
+        step_size = lr / bias_correction1
+        if group["amsgrad"]:
+            max_exp_avg_sq = run.state("max_exp_avg_sq")  # v_max ← max(v_max, v)
+            np.maximum(max_exp_avg_sq, exp_avg_sq, out=max_exp_avg_sq)
+            np.sqrt(max_exp_avg_sq, out=denom)
+        else:
+            np.sqrt(exp_avg_sq, out=denom)
+        denom /= bias_correction2_sqrt  # sqrt(v) / sqrt(1 − β2^t) + ε
+        denom += eps
+        np.multiply(exp_avg, -step_size, out=tmp)  # θ ← θ − γ / (1 − β1^t) · m / denom
+        tmp /= denom
+        run.param += tmp
+
+
+class AdamW(Adam):
+    r"""AdamW: Adam with decoupled weight decay, θ ← θ (1 − lr · λ) before the Adam step.
+
+    Each step computes, as ``torch.optim.AdamW``::
+
+        t ← t + 1
+        θ ← θ − γ λ θ                                (decay kept out of m and v)
+        g ← −∇θ if maximize else ∇θ
+        m ← β1 m + (1 − β1) g
+        v ← β2 v + (1 − β2) g²
+        v_max ← max(v_max, v); use v_max for v       (if amsgrad)
+        θ ← θ − γ / (1 − β1^t) · m / (sqrt(v) / sqrt(1 − β2^t) + ε)
+
+    Args:
+        params: the parameters, or parameter groups (dicts), to optimize.
+        lr: γ, the learning rate per step, >= 0. Default: 1e-3.
+        betas: (β1, β2), each in [0, 1). Default: (0.9, 0.999).
+        eps: ε >= 0, added outside the square root. Default: 1e-8.
+        weight_decay: λ >= 0, the decoupled decay per unit of lr. Default: 1e-2.
+        amsgrad: use the maximum of past second moments. Default: False.
+        maximize: maximise the objective instead. Default: False.
+    Shape:
+        - Parameters: any shape, float32 or float64; state has the same shape and dtype.
+    Raises:
+        ValueError: a negative lr, eps or weight_decay; a beta outside [0, 1).
+    References:
+        Loshchilov & Hutter (2019), "Decoupled Weight Decay Regularization", ICLR,
+        https://arxiv.org/abs/1711.05101
+    Example:
+        >>> p = Parameter(np.array([1.0]))
+        >>> opt = AdamW([p], lr=0.1, weight_decay=0.5)
+        >>> p.grad[...] = [2.0]
+        >>> opt.step()  # 1 · (1 − 0.1 · 0.5) − 0.1 = 0.85
+        >>> np.round(p.data, 6)
+        array([0.85])
+    """
+
+    _decoupled_weight_decay = True
+
+    def __init__(
+        self,
+        params: Iterable[Parameter] | Iterable[dict],
+        lr: float = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 1e-2,
+        amsgrad: bool = False,
+        *,
+        maximize: bool = False,
+    ) -> None:
+        super().__init__(params, lr, betas, eps, weight_decay, amsgrad, maximize=maximize)
+
+
+class RMSprop(Optimizer):
+    r"""RMSprop: θ ← θ − lr · g / (sqrt(E[g²]) + eps), optionally centred and with momentum.
+
+    With α the smoothing constant, each step computes, as ``torch.optim.RMSprop``::
+
+        t ← t + 1
+        g ← −∇θ if maximize else ∇θ
+        g ← g + λ θ                                  (if λ ≠ 0)
+        v ← α v + (1 − α) g²                         (square_avg)
+        ḡ ← α ḡ + (1 − α) g                          (if centered: grad_avg)
+        d ← sqrt(v − ḡ²) + ε if centered else sqrt(v) + ε
+        b ← μ b + g / d;  θ ← θ − γ b                (if μ > 0: momentum_buffer)
+        θ ← θ − γ g / d                              (otherwise)
+
+    ε is added outside the square root, as PyTorch does (TensorFlow adds it inside).
+
+    Args:
+        params: the parameters, or parameter groups (dicts), to optimize.
+        lr: γ, the learning rate per step, >= 0. Default: 1e-2.
+        alpha: α >= 0, the smoothing constant of the running averages. Default: 0.99.
+        eps: ε >= 0. Default: 1e-8.
+        weight_decay: λ >= 0, an L2 penalty added to the gradient. Default: 0.
+        momentum: μ >= 0. Default: 0.
+        centered: normalise by an estimate of the gradient's variance. Default: False.
+        maximize: maximise the objective instead. Default: False.
+    Shape:
+        - Parameters: any shape, float32 or float64; state has the same shape and dtype.
+    Raises:
+        ValueError: a negative lr, alpha, eps, momentum or weight_decay.
+    References:
+        Hinton, Srivastava & Swersky (2012), Neural Networks for Machine Learning,
+        lecture 6e. Graves (2013), "Generating Sequences With Recurrent Neural
+        Networks", https://arxiv.org/abs/1308.0850 (the centred form).
+    Example:
+        >>> p = Parameter(np.array([1.0]))
+        >>> opt = RMSprop([p], lr=0.01, alpha=0.75)
+        >>> p.grad[...] = [2.0]
+        >>> opt.step()  # v = 0.25 · 4 = 1; θ = 1 − 0.01 · 2 / (1 + 1e-8)
+        >>> np.round(p.data, 6)
+        array([0.98])
+    """
+
+    def __init__(
+        self,
+        params: Iterable[Parameter] | Iterable[dict],
+        lr: float = 1e-2,
+        alpha: float = 0.99,
+        eps: float = 1e-8,
+        weight_decay: float = 0,
+        momentum: float = 0,
+        centered: bool = False,
+        *,
+        maximize: bool = False,
+    ) -> None:
+        defaults = dict(lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay,
+                        momentum=momentum, centered=centered, maximize=maximize)  # fmt: skip
+        super().__init__(params, defaults)
+
+    def _validate(self, hp: dict) -> None:
+        _check_non_negative("RMSprop", "learning rate", hp["lr"])
+        _check_non_negative("RMSprop", "epsilon value", hp["eps"])
+        _check_non_negative("RMSprop", "momentum value", hp["momentum"])
+        _check_non_negative("RMSprop", "weight_decay value", hp["weight_decay"])
+        _check_non_negative("RMSprop", "alpha value", hp["alpha"])
+
+    def _update(self, group: dict, run: _Run) -> None:
+        lr, alpha, eps, momentum = group["lr"], group["alpha"], group["eps"], group["momentum"]
+        run.increment_step()
+        g = run.effective_grad(group["maximize"], group["weight_decay"])
+        square_avg = run.state("square_avg")
+        if momentum > 0:
+            run.state("momentum_buffer")  # PyTorch's order of the state keys
+        tmp, denom = run.scratch("tmp"), run.scratch("denom")
+        square_avg *= alpha  # v ← α v + (1 − α) g²
+        square_avg += np.multiply(np.multiply(g, 1 - alpha, out=tmp), g, out=tmp)
+        if group["centered"]:
+            grad_avg = run.state("grad_avg")
+            _lerp_(grad_avg, g, 1 - alpha, tmp)  # ḡ ← α ḡ + (1 − α) g
+            np.multiply(grad_avg, grad_avg, out=denom)  # d ← sqrt(v − ḡ²) + ε
+            np.subtract(square_avg, denom, out=denom)
+            np.sqrt(denom, out=denom)
+        else:
+            np.sqrt(square_avg, out=denom)  # d ← sqrt(v) + ε
+        denom += eps
+        if momentum > 0:
+            buf = run.state("momentum_buffer")
+            buf *= momentum  # b ← μ b + g / d
+            buf += np.divide(g, denom, out=tmp)
+            run.param += np.multiply(buf, -lr, out=tmp)  # θ ← θ − γ b
+        else:
+            np.multiply(g, -lr, out=tmp)  # θ ← θ − γ g / d
+            tmp /= denom
+            run.param += tmp
