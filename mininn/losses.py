@@ -30,6 +30,8 @@ from mininn.module import Module
 __all__ = ["BCELoss", "BCEWithLogitsLoss", "CrossEntropyLoss", "L1Loss", "MSELoss"]
 
 _REDUCTIONS = ("mean", "sum", "none")
+# PyTorch's floor for p (1 - p) in BCELoss's gradient: 1e-12 as a C float.
+_BCE_EPSILON = float(np.float32(1e-12))
 
 
 class _Loss(Module):
@@ -312,7 +314,7 @@ class BCELoss(_Loss):
         x = self._input
         denominator = 1 - x
         denominator *= x
-        np.maximum(denominator, 1e-12, out=denominator)
+        np.maximum(denominator, _BCE_EPSILON, out=denominator)
         grad_input = x - self._target
         grad_input /= denominator
         return grad_input
@@ -367,7 +369,11 @@ class BCEWithLogitsLoss(_Loss):
         pos_weight = None
         if self.pos_weight is not None:
             pos_weight = self.pos_weight.astype(input.dtype)
-            if np.broadcast_shapes(pos_weight.shape, input.shape) != input.shape:
+            try:
+                broadcast = np.broadcast_shapes(pos_weight.shape, input.shape)
+            except ValueError:
+                broadcast = None
+            if broadcast != input.shape:
                 raise ValueError(
                     f"BCEWithLogitsLoss: pos_weight of shape {pos_weight.shape} does not "
                     f"broadcast to the input shape {input.shape}; give one weight per "
