@@ -1,0 +1,283 @@
+"""Turn the benchmark's results into Markdown: the tables, the targets, the environment."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+NAMES = {"mininn": "mininn", "torch": "PyTorch", "sklearn": "scikit-learn"}
+NETWORKS = {"plain": "MLP", "bn_dropout": "MLP+BN+Dropout"}
+README_START = "<!-- results:start -->"
+README_END = "<!-- results:end -->"
+#: torch (autograd) and scikit-learn compute no gradient for the network's input.
+OTHERS_PRODUCTS = 5
+
+
+def add_bound(run: dict, gemm: dict) -> None:
+    """Add the GEMM bound of this run's batch size, and each framework's multiple of it.
+
+    mininn's bound counts the products mininn does (5 or 6 a step, as its worker
+    found); the others' count 5.
+    """
+    bounds = gemm["bounds"][str(run["batch_size"])]
+    run["bound"] = {}
+    for name, fw in run["frameworks"].items():
+        products = fw["info"].get("products_per_step", OTHERS_PRODUCTS)
+        seconds = bounds[f"products_{products}"]["seconds"]
+        run["bound"][name] = {
+            "products_per_step": products,
+            "seconds": seconds,
+            "multiple": fw["median_s"] / seconds,
+            "outside_gemm_share": max(0.0, 1 - seconds / fw["median_s"]),
+        }
+
+
+def _time(fw: dict | None) -> str:
+    if fw is None:
+        return "–"
+    return f"{fw['median_s']:.3f} ({fw['min_s']:.3f}–{fw['max_s']:.3f})"
+
+
+def _ratio(ratio: dict | None) -> str:
+    if ratio is None:
+        return "–"
+    return f"**{ratio['median']:.2f}** ({ratio['min']:.2f}–{ratio['max']:.2f})"
+
+
+def _rss(run: dict) -> str:
+    return " / ".join(
+        f"{run['frameworks'][n]['peak_rss_mib']:.0f}" if n in run["frameworks"] else "–"
+        for n in NAMES
+    )
+
+
+def _blas_line(pools: list[dict]) -> str:
+    return "; ".join(
+        f"{p['internal_api']} {p['version']} ({p['prefix']}), kernel {p['architecture']}, "
+        f"{p['num_threads']} thread(s)"
+        if p.get("user_api") == "blas"
+        else f"{p['internal_api']} ({p['prefix']}), {p['num_threads']} thread(s)"
+        for p in pools
+    )
+
+
+def _runs_table(runs: list[dict]) -> list[str]:
+    lines = [
+        "| threads | batch | network | mininn s/epoch | PyTorch s/epoch | scikit-learn s/epoch "
+        "| mininn / PyTorch | mininn / sklearn | mininn samples/s | GEMM bound s "
+        "| mininn / bound | mininn outside GEMM | peak RSS MiB (mininn / PyTorch / sklearn) |",
+        "|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for run in runs:
+        fws = run["frameworks"]
+        ratios = run.get("ratios", {})
+        mininn_bound = run["bound"].get("mininn")
+        any_bound = mininn_bound or next(iter(run["bound"].values()), None)
+        lines.append(
+            f"| {run['threads']} | {run['batch_size']} | {NETWORKS[run['variant']]} "
+            f"| {_time(fws.get('mininn'))} | {_time(fws.get('torch'))} "
+            f"| {_time(fws.get('sklearn'))} | {_ratio(ratios.get('torch'))} "
+            f"| {_ratio(ratios.get('sklearn'))} "
+            + (f"| {fws['mininn']['samples_per_s']:,.0f} " if "mininn" in fws else "| – ")
+            + (f"| {any_bound['seconds']:.3f} " if any_bound else "| – ")
+            + (
+                f"| {mininn_bound['multiple']:.2f}× | {mininn_bound['outside_gemm_share']:.0%} "
+                if mininn_bound
+                else "| – | – "
+            )
+            + f"| {_rss(run)} |"
+        )
+    return lines
+
+
+def _gemm_table(gemm: dict, batch: int) -> list[str]:
+    lines = [
+        "| product | A × B | µs | GFLOP/s |",
+        "|---|---|---:|---:|",
+    ]
+    for p in gemm["products"][str(batch)]:
+        a, b = p["a"], p["b"]
+        lines.append(
+            f"| {p['name']} | ({a[0]}×{a[1]}) × ({b[0]}×{b[1]}) "
+            f"| {p['seconds'] * 1e6:.0f} | {p['gflops']:.1f} |"
+        )
+    for products in (5, 6):
+        bound = gemm["bounds"][str(batch)][f"products_{products}"]
+        lines.append(
+            f"| **epoch, {products} products a step** | {bound['flops'] / 1e9:.1f} GFLOP "
+            f"| {bound['seconds'] * 1e6:,.0f} | {bound['gflops']:.1f} |"
+        )
+    return lines
+
+
+def _targets(results: dict) -> list[str]:
+    """The issue's targets, checked on the column with the kernel variables unset."""
+    column = "unset" if "unset" in results["blas_columns"] else results["blas_columns"][0]
+    runs = {
+        (r["threads"], r["batch_size"], r["variant"]): r
+        for r in results["runs"]
+        if r["blas_env"] == column
+    }
+    checks = []
+
+    def check(label: str, value: float | None, limit: float, fmt: str = "{:.2f}") -> None:
+        if value is None:
+            checks.append(f"| {label} | not measured | ≤ {fmt.format(limit)} | – |")
+        else:
+            verdict = "pass" if value <= limit else "**FAIL**"
+            checks.append(f"| {label} | {fmt.format(value)} | ≤ {fmt.format(limit)} | {verdict} |")
+
+    def value(key: tuple, *path: str) -> float | None:
+        node = runs.get(key)
+        for step in path:
+            if not isinstance(node, dict) or step not in node:
+                return None
+            node = node[step]
+        return node
+
+    for threads, limit in ((1, 0.6), (2, 0.8)):
+        for variant in ("plain", "bn_dropout"):
+            check(
+                f"mininn / PyTorch, batch 128, {threads} thread(s), {NETWORKS[variant]}",
+                value((threads, 128, variant), "ratios", "torch", "median"),
+                limit,
+            )
+    check(
+        "mininn / scikit-learn, batch 128, 1 thread (≥ 1.6× faster)",
+        value((1, 128, "plain"), "ratios", "sklearn", "median"),
+        1 / 1.6,
+    )
+    check(
+        "mininn / GEMM bound, batch 128, 1 thread",
+        value((1, 128, "plain"), "bound", "mininn", "multiple"),
+        2.0,
+    )
+    peaks = [
+        r["frameworks"]["mininn"]["peak_rss_mib"]
+        for r in results["runs"]
+        if "mininn" in r["frameworks"]
+    ]
+    check(
+        "mininn peak RSS, MiB (largest of all runs)", max(peaks) if peaks else None, 384, "{:.0f}"
+    )
+    for name, prep in results.get("prepare", {}).items():
+        check(f"prepare {name}, s", prep.get("median_s"), 2.0)
+    return [
+        f"Targets of issue 6, on the column `{column}`"
+        + (
+            " (the kernel variables are not set here, so it is the only one)"
+            if column == "as-set"
+            else ""
+        )
+        + f", from {results['settings']['samples']:,} samples:",
+        "",
+        "| target | measured | limit | |",
+        "|---|---:|---:|---|",
+        *checks,
+    ]
+
+
+def markdown(results: dict) -> str:
+    """The whole report as Markdown."""
+    m = results["machine"]
+    s = results["settings"]
+    versions: dict[str, str] = {}
+    blas: dict[str, str] = {}
+    torch_info: list[str] = []
+    for run in results["runs"]:
+        for name, fw in run["frameworks"].items():
+            info = fw["info"]
+            versions.setdefault("numpy", info.get("numpy"))
+            for key in ("torch", "sklearn", "mininn"):
+                if info.get(key):
+                    versions.setdefault(key, info[key])
+            if name == "mininn" or (name == "sklearn" and run["blas_env"] not in blas):
+                blas[run["blas_env"]] = f"{_blas_line(info['blas'])} (in the {name} worker)"
+            elif name == "torch" and not torch_info:
+                torch_info = info.get("torch_parallel_info", [])
+    env = results["blas_env_host"]
+    lines = [
+        "# Training speed: mininn, PyTorch and scikit-learn",
+        "",
+        f"784-256-128-10 ReLU MLP (and with BatchNorm1d + Dropout(0.2), not in scikit-learn), "
+        f"Adam(lr=1e-3), cross-entropy, float32; {s['dataset']}, first {s['samples']:,} training "
+        f"images. {s['epochs']} timed epoch(s) after {s['warmup']} warm-up, each framework in its "
+        "own process, taking turns epoch by epoch; time in seconds per epoch as median (min–max); "
+        "ratios are the median (min–max) of the per-round ratios. The GEMM bound is the time "
+        "NumPy's BLAS takes for the matrix products of an epoch alone (see below).",
+        "",
+        f"- Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gib']:.1f} GiB; {m['platform']}; "
+        f"Python {m['python']}; commit {m['commit']}; {m['date']}",
+        "- Versions: " + ", ".join(f"{NAMES.get(k, k)} {v}" for k, v in versions.items() if v),
+        *(f"- NumPy's BLAS ({column}): {line}" for column, line in blas.items()),
+        "- BLAS variables on the host: "
+        + ", ".join(f"`{k}`={v if v is not None else '(unset)'}" for k, v in env.items())
+        + "; workers get the thread variables set to their thread count, plus threadpoolctl "
+        "and `torch.set_num_threads`",
+    ]
+    if torch_info:
+        lines.append("- PyTorch: " + "; ".join(t.strip() for t in torch_info if t.strip()))
+    title = {
+        "as-set": "BLAS environment as set",
+        "unset": "`OPENBLAS_CORETYPE` and `OPENBLAS_L2_SIZE` unset",
+    }
+    for column in results["blas_columns"]:
+        runs = [r for r in results["runs"] if r["blas_env"] == column]
+        lines += ["", f"## Seconds per epoch: {title[column]}", "", *_runs_table(runs)]
+        errors = {(r["threads"], r["batch_size"], r["variant"]): r["errors"] for r in runs}
+        for key, errs in errors.items():
+            for name, message in errs.items():
+                lines.append(f"\n{NAMES[name]} failed at {key}: `{message.splitlines()[0]}`")
+    if results["blas_columns"] == ["as-set"]:
+        lines += [
+            "",
+            "Neither `OPENBLAS_CORETYPE` nor `OPENBLAS_L2_SIZE` is set here, so the column "
+            "with them unset is the same as this one and was not measured twice.",
+        ]
+    lines += ["", "## GEMM lower bound", ""]
+    lines.append(
+        "Each product of one step timed alone with `np.matmul(a, b, out=)` in float32, best of "
+        "10, operands laid out as mininn's `Linear` has them; FLOPs 2·m·n·k. The epoch bound sums "
+        "the products over an epoch's batches; mininn's count (5 or 6 a step) is what its "
+        "backward does, PyTorch and scikit-learn skip the input's gradient (5). "
+        "'Outside GEMM' is 1 − bound / epoch time."
+    )
+    for key, gemm in results["gemm"].items():
+        column, threads = key.split("/")
+        batch = 128 if "128" in gemm["products"] else int(next(iter(gemm["products"])))
+        lines += ["", f"### {title[column]}, {threads} thread(s), batch {batch}", ""]
+        lines += _gemm_table(gemm, batch)
+    profiles = [r["profile"]["path"] for r in results["runs"] if "profile" in r]
+    if profiles:
+        lines += [
+            "",
+            f"mininn's profile (cProfile, one epoch, batch 128, 1 thread): `{profiles[0]}`.",
+        ]
+    prepare = results.get("prepare")
+    if prepare:
+        lines += ["", "## `prepare` (IDX to Parquet, a fresh process)", ""]
+        lines += ["| dataset | seconds | |", "|---|---:|---|"]
+        for name, p in prepare.items():
+            if p["status"] == "ok":
+                lines.append(
+                    f"| {name} | {p['median_s']:.2f} ({p['min_s']:.2f}–{p['max_s']:.2f}) "
+                    f"| {p['runs']} runs |"
+                )
+            else:
+                reason = p.get("reason") or p.get("stderr_tail", "").strip().splitlines()[-1:]
+                lines.append(f"| {name} | {p['status']} | {reason} |")
+    repro = results.get("repro")
+    if repro:
+        lines += ["", f"`dvc repro -f`: {repro.get('median_s', 0):.0f} s ({repro['status']})"]
+    lines += ["", "## Targets", "", *_targets(results), ""]
+    lines.append(f"Whole benchmark: {results['wall_seconds']:.0f} s.")
+    return "\n".join(lines) + "\n"
+
+
+def update_readme(path: Path, table: str) -> None:
+    """Put ``table`` between the results markers of ``path`` (a no-op without markers)."""
+    text = path.read_text()
+    pattern = re.compile(re.escape(README_START) + ".*?" + re.escape(README_END), re.DOTALL)
+    if pattern.search(text):
+        body = table.split("\n", 1)[1]  # the README has its own title
+        path.write_text(pattern.sub(lambda _: f"{README_START}\n{body}{README_END}", text))
