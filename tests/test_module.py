@@ -1,0 +1,172 @@
+"""Parameter, Module and Sequential (mininn.module): registration, discovery, mode, state."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from mininn.activations import ReLU
+from mininn.layers import BatchNorm1d, Dropout, Linear
+from mininn.module import Module, Parameter, Sequential
+
+
+class _Block(Module):
+    """A hand-made module with a parameter, a buffer and a child."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.scale = Parameter(np.ones(2))
+        self.register_buffer("count", np.zeros(1))
+        self.inner = Linear(2, 2)
+
+
+def _mlp() -> Sequential:
+    return Sequential(Linear(4, 3), BatchNorm1d(3), ReLU(), Dropout(0.1), Linear(3, 2))
+
+
+def test_parameters_buffers_and_children_are_registered_in_order():
+    block = _Block()
+    assert [name for name, _ in block.named_parameters()] == ["scale", "inner.weight", "inner.bias"]
+    assert [name for name, _ in block.named_buffers()] == ["count"]
+    assert [name for name, _ in block.named_children()] == ["inner"]
+    assert [name for name, _ in block.named_modules()] == ["", "inner"]
+    assert [name for name, _ in block.named_parameters(recurse=False)] == ["scale"]
+
+
+def test_sequential_names_are_dotted_indices():
+    names = [name for name, _ in _mlp().named_parameters()]
+    assert names == ["0.weight", "0.bias", "1.weight", "1.bias", "4.weight", "4.bias"]
+
+
+def test_shared_parameter_is_yielded_once():
+    first, second = Linear(3, 3), Linear(3, 3)
+    second.weight = first.weight
+    model = Sequential(first, second)
+    assert [name for name, _ in model.named_parameters()] == ["0.weight", "0.bias", "1.bias"]
+    assert len(list(model.parameters())) == 3
+
+
+def test_buffers_are_in_state_dict_not_parameters():
+    model = _mlp()
+    parameters = {name for name, _ in model.named_parameters()}
+    assert "1.running_mean" not in parameters
+    assert {"1.running_mean", "1.running_var", "1.num_batches_tracked"} <= set(model.state_dict())
+
+
+def test_zero_grad_clears_every_parameter():
+    model = _mlp()
+    for param in model.parameters():
+        param.grad += 1.0
+    model.zero_grad()
+    assert all(not param.grad.any() for param in model.parameters())
+
+
+def test_train_and_eval_recurse_and_return_self():
+    model = Sequential(_mlp(), Dropout())
+    assert model.eval() is model
+    assert not any(module.training for module in model.modules())
+    assert model.train() is model
+    assert all(module.training for module in model.modules())
+
+
+def test_state_dict_returns_copies():
+    model = _mlp()
+    state = model.state_dict()
+    snapshot = {key: value.copy() for key, value in state.items()}
+    model[0].weight.data += 1.0
+    model[1].running_mean += 1.0
+    for key, value in state.items():
+        np.testing.assert_array_equal(value, snapshot[key])
+
+
+def test_state_dict_keys_and_order_match_torch():
+    torch = pytest.importorskip("torch")
+    nn = torch.nn
+    reference = nn.Sequential(
+        nn.Linear(4, 3), nn.BatchNorm1d(3), nn.ReLU(), nn.Dropout(0.1), nn.Linear(3, 2)
+    )
+    assert list(_mlp().state_dict()) == list(reference.state_dict())
+
+
+def test_load_state_dict_copies_in_place_and_keeps_identity():
+    source, target = _mlp(), _mlp()
+    source[1].running_var += 2.0
+    weight = target[0].weight  # as an optimizer holds it
+    weight_array = weight.data
+    missing, unexpected = target.load_state_dict(source.state_dict())
+    assert (missing, unexpected) == ([], [])
+    assert target[0].weight is weight and weight.data is weight_array
+    for key, value in source.state_dict().items():
+        np.testing.assert_array_equal(target.state_dict()[key], value)
+
+
+def test_load_state_dict_collects_all_problems_and_changes_nothing():
+    model = _mlp()
+    before = model.state_dict()
+    state = model.state_dict()
+    del state["0.bias"]
+    state["extra"] = np.zeros(1)
+    state["4.weight"] = np.zeros((5, 5))
+    with pytest.raises(RuntimeError) as error:
+        model.load_state_dict(state)
+    message = str(error.value)
+    assert 'Missing key(s) in state_dict: "0.bias"' in message
+    assert 'Unexpected key(s) in state_dict: "extra"' in message
+    assert "size mismatch for 4.weight" in message
+    for key, value in model.state_dict().items():  # checked first, so nothing was copied
+        np.testing.assert_array_equal(value, before[key])
+
+
+def test_load_state_dict_not_strict_reports_keys():
+    model = _mlp()
+    state = model.state_dict()
+    del state["0.bias"]
+    state["extra"] = np.zeros(1)
+    assert model.load_state_dict(state, strict=False) == (["0.bias"], ["extra"])
+
+
+def test_repr_is_torch_style_tree():
+    torch = pytest.importorskip("torch")
+    nn = torch.nn
+    reference = nn.Sequential(
+        nn.Linear(4, 3), nn.BatchNorm1d(3), nn.ReLU(), nn.Dropout(0.1), nn.Linear(3, 2)
+    )
+    assert repr(_mlp()) == repr(reference)
+
+
+@pytest.mark.parametrize(
+    "value, kind",
+    [
+        pytest.param(Parameter(np.ones(1)), "parameters", id="parameter"),
+        pytest.param(ReLU(), "submodules", id="module"),
+    ],
+)
+def test_assignment_before_init_raises(value, kind):
+    class Broken(Module):
+        def __init__(self) -> None:
+            self.thing = value  # before super().__init__()
+
+    with pytest.raises(
+        AttributeError, match=rf"cannot assign {kind} before Module\.__init__\(\) call"
+    ):
+        Broken()
+
+
+def test_base_forward_and_backward_name_the_class():
+    with pytest.raises(
+        NotImplementedError, match="Module is missing the required 'forward' method"
+    ):
+        Module()(np.ones(1))
+    with pytest.raises(
+        NotImplementedError, match="Module is missing the required 'backward' method"
+    ):
+        Module().backward(np.ones(1))
+
+
+def test_sequential_backward_runs_in_reverse(rng):
+    model = Sequential(Linear(4, 3, dtype=np.float64), ReLU(), Linear(3, 2, dtype=np.float64))
+    x, g = rng.normal(size=(5, 4)), rng.normal(size=(5, 2))
+    model(x)
+    grad_input = model.backward(g)
+    by_hand = model[0].backward(model[1].backward(model[2].backward(g)))
+    np.testing.assert_allclose(grad_input, by_hand, rtol=1e-14)
