@@ -29,7 +29,7 @@ def make_mlp(
     batch_norm: bool = False,
     dtype: Any = None,
 ) -> Sequential:
-    """Build a multilayer perceptron: ``[Linear → (BatchNorm1d) → activation → (Dropout)] × H → Linear``.
+    """Build an MLP: ``[Linear → (BatchNorm1d) → activation → (Dropout)] × H → Linear``.
 
     The output layer has no activation: pair it with ``CrossEntropyLoss`` (logits),
     ``BCEWithLogitsLoss`` or ``MSELoss``. Hidden Linear layers get the

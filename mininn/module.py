@@ -55,7 +55,11 @@ class Parameter:
     """
 
     def __init__(self, data: Any, requires_grad: bool = True, dtype: Any = None) -> None:
-        if isinstance(data, np.ndarray) and data.dtype in (np.float32, np.float64) and dtype is None:
+        if (
+            isinstance(data, np.ndarray)
+            and data.dtype in (np.float32, np.float64)
+            and dtype is None
+        ):
             array = np.array(data, copy=True)
         else:
             array = np.array(data, dtype=_float_dtype(dtype), copy=True)
@@ -83,7 +87,9 @@ class Parameter:
         self.grad.fill(0)
 
     def __repr__(self) -> str:
-        return f"Parameter(shape={self.shape}, dtype={self.dtype}, requires_grad={self.requires_grad})"
+        return (
+            f"Parameter(shape={self.shape}, dtype={self.dtype}, requires_grad={self.requires_grad})"
+        )
 
 
 class Module:
@@ -193,7 +199,9 @@ class Module:
 
     # -- discovery ------------------------------------------------------------------------
 
-    def named_modules(self, prefix: str = "", memo: set | None = None) -> Iterator[tuple[str, Module]]:
+    def named_modules(
+        self, prefix: str = "", memo: set | None = None
+    ) -> Iterator[tuple[str, Module]]:
         """Yield ``(dotted_name, module)`` for this module and every descendant, once each."""
         memo = set() if memo is None else memo
         if id(self) in memo:
@@ -238,7 +246,9 @@ class Module:
         for _, param in self.named_parameters(recurse=recurse):
             yield param
 
-    def named_buffers(self, prefix: str = "", recurse: bool = True) -> Iterator[tuple[str, np.ndarray]]:
+    def named_buffers(
+        self, prefix: str = "", recurse: bool = True
+    ) -> Iterator[tuple[str, np.ndarray]]:
         yield from self._named_members("_buffers", prefix, recurse)
 
     def buffers(self, recurse: bool = True) -> Iterator[np.ndarray]:
@@ -408,8 +418,7 @@ class Sequential(Module):
         for index, module in enumerate(modules):
             if not isinstance(module, Module):
                 raise TypeError(
-                    f"Sequential: argument {index} is {type(module).__name__}, "
-                    "not a mininn Module"
+                    f"Sequential: argument {index} is {type(module).__name__}, not a mininn Module"
                 )
             self._modules[str(index)] = module
         from mininn.init import apply_default_init  # init imports module: import late
