@@ -293,6 +293,11 @@ class Optimizer:
         return "\n".join([*lines, ")"])
 
 
+def _floats(group: dict, *names: str) -> tuple[float, ...]:
+    # Python floats keep float32 arithmetic in float32 (a NumPy float64 scalar would not).
+    return tuple(float(group[name]) for name in names)
+
+
 def _check_non_negative(name: str, what: str, value: float) -> None:
     if not 0.0 <= value:
         raise ValueError(f"Invalid {what}: {value}; {name} expects a value >= 0")
@@ -360,8 +365,8 @@ class SGD(Optimizer):
             )
 
     def _update(self, group: dict, run: _Run) -> None:
-        lr, momentum, dampening = group["lr"], group["momentum"], group["dampening"]
-        g = run.effective_grad(group["maximize"], group["weight_decay"])
+        lr, momentum, dampening = _floats(group, "lr", "momentum", "dampening")
+        g = run.effective_grad(group["maximize"], float(group["weight_decay"]))
         if momentum != 0:
             buf = run.state("momentum_buffer")
             if run.is_first_step:
@@ -458,8 +463,8 @@ class Adam(Optimizer):
         _check_adam(type(self).__name__, hp)
 
     def _update(self, group: dict, run: _Run) -> None:
-        lr, (beta1, beta2), eps = group["lr"], group["betas"], group["eps"]
-        weight_decay = group["weight_decay"]
+        lr, eps, weight_decay = _floats(group, "lr", "eps", "weight_decay")
+        beta1, beta2 = (float(beta) for beta in group["betas"])
         t = run.increment_step()
         exp_avg, exp_avg_sq = run.state("exp_avg"), run.state("exp_avg_sq")
         tmp, denom = run.scratch("tmp"), run.scratch("denom")
@@ -607,9 +612,9 @@ class RMSprop(Optimizer):
         _check_non_negative("RMSprop", "alpha value", hp["alpha"])
 
     def _update(self, group: dict, run: _Run) -> None:
-        lr, alpha, eps, momentum = group["lr"], group["alpha"], group["eps"], group["momentum"]
+        lr, alpha, eps, momentum = _floats(group, "lr", "alpha", "eps", "momentum")
         run.increment_step()
-        g = run.effective_grad(group["maximize"], group["weight_decay"])
+        g = run.effective_grad(group["maximize"], float(group["weight_decay"]))
         square_avg = run.state("square_avg")
         if momentum > 0:
             run.state("momentum_buffer")  # PyTorch's order of the state keys

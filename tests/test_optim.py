@@ -181,6 +181,35 @@ def test_param_groups_with_own_hyperparameters_match_torch():
         np.testing.assert_allclose(p.data, q.detach().numpy(), rtol=1e-10, atol=0)
 
 
+def test_training_real_layers_matches_torch():
+    torch = pytest.importorskip("torch")
+    from mininn.activations import ReLU
+    from mininn.layers import Linear
+    from mininn.module import Sequential
+
+    rng = np.random.default_rng(5)
+    x, target = rng.standard_normal((16, 6)), rng.standard_normal((16, 3))
+    model = Sequential(Linear(6, 8, dtype=np.float64), ReLU(), Linear(8, 3, dtype=np.float64))
+    tmodel = torch.nn.Sequential(torch.nn.Linear(6, 8), torch.nn.ReLU(), torch.nn.Linear(8, 3))
+    tmodel = tmodel.double()
+    with torch.no_grad():
+        for p, q in zip(model.parameters(), tmodel.parameters(), strict=True):
+            q.copy_(torch.from_numpy(p.data))
+    opt = Adam(model.parameters(), lr=0.05, weight_decay=0.01, amsgrad=True)
+    topt = torch.optim.Adam(tmodel.parameters(), lr=0.05, weight_decay=0.01, amsgrad=True)
+    for _ in range(STEPS):
+        opt.zero_grad()
+        model.backward(2 * (model(x) - target) / target.size)  # d mean((y - t)²) / dy
+        opt.step()
+        topt.zero_grad()
+        torch.nn.functional.mse_loss(
+            tmodel(torch.from_numpy(x)), torch.from_numpy(target)
+        ).backward()
+        topt.step()
+    for p, q in zip(model.parameters(), tmodel.parameters(), strict=True):
+        np.testing.assert_allclose(p.data, q.detach().numpy(), rtol=1e-10, atol=1e-14)
+
+
 # -- hand-worked single steps ---------------------------------------------------------
 
 
