@@ -163,7 +163,7 @@ def run_config(
     worker_args += ["--samples", str(opts.samples), "--dataset", opts.dataset]
     workers: dict[str, Worker] = {}
     result: dict = {"frameworks": {}, "errors": {}}
-    for name in frameworks:
+    for name in [*frameworks, "gemm"]:
         workers[name] = Worker(name, threads, blas_env, worker_args)
     try:
         for name in list(workers):
@@ -175,6 +175,7 @@ def run_config(
                 result["errors"][name] = str(exc)
                 workers.pop(name).close()
         times: dict[str, list[float]] = {name: [] for name in workers}
+        bounds: dict[str, list[float]] = {"5": [], "6": []}
         last: dict[str, dict] = {}
         order = list(workers)
         for round_ in range(-opts.warmup, opts.epochs):
@@ -190,10 +191,20 @@ def run_config(
                     workers.pop(name).close()
                     continue
                 label = "warm-up" if round_ < 0 else f"round {round_ + 1}/{opts.epochs}"
-                log(f"{tag} {label} {name}: {answer['seconds']:.3f} s (loss {answer['loss']:.4f})")
+                if name == "gemm":
+                    b = answer["bounds"]
+                    log(
+                        f"{tag} {label} GEMM bound: {b['5']:.3f} s (5 products), {b['6']:.3f} s (6)"
+                    )
+                else:
+                    log(f"{tag} {label} {name}: {answer['seconds']:.3f} s "
+                        f"(loss {answer['loss']:.4f})")  # fmt: skip
                 if round_ >= 0:
                     times[name].append(answer["seconds"])
                     last[name] = answer
+                    if name == "gemm":
+                        for products, seconds in answer["bounds"].items():
+                            bounds[products].append(seconds)
         if profile_path is not None and "mininn" in workers:
             answer = workers["mininn"].ask(f"profile {profile_path}")
             log(f"{tag} mininn under cProfile: {answer['seconds']:.3f} s -> {profile_path}")
@@ -202,7 +213,7 @@ def run_config(
         for worker in workers.values():
             worker.close()
     for name, worker in workers.items():
-        if not times[name]:
+        if name == "gemm" or not times[name]:
             continue
         info = {k: v for k, v in worker.ready.items() if k != "event"}
         result["frameworks"][name] = {
@@ -216,6 +227,31 @@ def run_config(
             other: paired_ratio(times["mininn"], times[other])
             for other in ("torch", "sklearn")
             if other in times
+        }
+    if bounds["5"] and len(bounds["5"]) == opts.epochs:
+        result["bound"] = paired_bounds(result["frameworks"], times, bounds)
+    return result
+
+
+def paired_bounds(
+    frameworks: dict, times: dict[str, list[float]], bounds: dict[str, list[float]]
+) -> dict:
+    """The GEMM bound of each round, and each framework's epoch time as a multiple of it.
+
+    mininn's bound has the products mininn does (5 or 6 a step, as its worker
+    found); PyTorch's autograd and scikit-learn compute no input gradient (5).
+    """
+    result: dict = {f"products_{k}": summarise(v, 1) for k, v in bounds.items()}
+    for name, fw in frameworks.items():
+        products = str(fw["info"].get("products_per_step", 5))
+        if len(times[name]) != len(bounds[products]):
+            continue  # a framework that failed part-way has no pairs
+        multiple = paired_ratio(times[name], bounds[products])
+        result[name] = {
+            "products_per_step": int(products),
+            "seconds": statistics.median(bounds[products]),
+            "multiple": multiple,
+            "outside_gemm_share": max(0.0, 1 - 1 / multiple["median"]),
         }
     return result
 
@@ -442,10 +478,10 @@ def main(argv: list[str] | None = None) -> int:
                         profile = out / "profile-mininn-b128-t1.txt"
                     run = run_config(frameworks, threads, column, batch, variant, opts, profile)
                     run.update(blas_env=column, threads=threads, batch_size=batch, variant=variant)
-                    report.add_bound(run, gemm)
                     results["runs"].append(run)
     if not opts.no_prepare:
-        results["prepare"] = time_prepare(["fashion-mnist", "mnist"], 1 if opts.quick else 3)
+        datasets = [opts.dataset] if opts.quick else ["fashion-mnist", "mnist"]
+        results["prepare"] = time_prepare(datasets, 1 if opts.quick else 3)
     if opts.with_repro:
         results["repro"] = time_repro()
     results["wall_seconds"] = time.perf_counter() - start

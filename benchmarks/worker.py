@@ -8,6 +8,7 @@ and cross-entropy, prints one JSON line ``{"event": "ready", ...}``, then reads
 commands from stdin, one a line, and answers each with one JSON line:
 
     epoch           train one epoch: {"event": "epoch", "seconds", "loss", "peak_rss_mib"}
+                    (--framework gemm: measure the GEMM bound of an epoch, adding "bounds")
     profile PATH    the same under cProfile, the 30 costliest functions written to PATH
     (end of input)  exit
 
@@ -170,7 +171,45 @@ class SklearnTrainer:
         return float(self.model.loss_)
 
 
-TRAINERS = {"mininn": MininnTrainer, "torch": TorchTrainer, "sklearn": SklearnTrainer}
+class GemmBound:
+    """Not a framework: each "epoch" measures the GEMM lower bound of an epoch anew.
+
+    Taking its turn among the frameworks, it sees the same host load as they do,
+    so that mininn's epoch time can be divided by it round by round. It needs no
+    data (``x`` and ``y`` are None), and answers ``bounds``: the bound in seconds
+    with 5 and with 6 products a step (see gemm.py).
+    """
+
+    def __init__(self, x: None, y: None, args: argparse.Namespace) -> None:
+        import gemm
+
+        self.gemm = gemm
+        self.batch_size, self.samples = args.batch_size, args.samples
+        self.sizes = sorted({args.batch_size, args.samples % args.batch_size} - {0})
+        self.bounds: dict[str, float] = {}
+
+    def info(self) -> dict:
+        return {}
+
+    def epoch(self) -> float:
+        timings = {
+            size: self.gemm.measure(size, repeats=3, min_seconds=0.005) for size in self.sizes
+        }
+        self.bounds = {
+            str(products): self.gemm.epoch_bound(
+                timings, self.batch_size, self.samples, skip_first_grad_input=products == 5
+            )["seconds"]
+            for products in (5, 6)
+        }
+        return float("nan")
+
+
+TRAINERS = {
+    "mininn": MininnTrainer,
+    "torch": TorchTrainer,
+    "sklearn": SklearnTrainer,
+    "gemm": GemmBound,
+}
 
 
 def profile_epoch(trainer, path: str) -> tuple[float, float]:
@@ -212,7 +251,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         limits = _common.limit_threads(args.threads)  # noqa: F841  (must stay alive)
         start = time.perf_counter()
-        x, y = _common.load_training_split(args.dataset, args.samples)
+        if args.framework == "gemm":
+            x = y = None
+        else:
+            x, y = _common.load_training_split(args.dataset, args.samples)
         trainer = TRAINERS[args.framework](x, y, args)
         answer(
             event="ready",
@@ -236,7 +278,14 @@ def main(argv: list[str] | None = None) -> int:
                 seconds, loss = profile_epoch(trainer, command[1])
             else:
                 raise ValueError(f"worker: unknown command {line.strip()!r}")
-            answer(event="epoch", seconds=seconds, loss=loss, peak_rss_mib=_common.peak_rss_mib())
+            extra = {"bounds": trainer.bounds} if isinstance(trainer, GemmBound) else {}
+            answer(
+                event="epoch",
+                seconds=seconds,
+                loss=loss,
+                peak_rss_mib=_common.peak_rss_mib(),
+                **extra,
+            )
     except Exception as exc:  # report any failure to run.py, which carries on without us
         traceback.print_exc()
         answer(event="error", message=f"{type(exc).__name__}: {exc}")
