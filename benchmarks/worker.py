@@ -36,6 +36,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _common  # the sibling module, found through the path above
 
+sys.path.insert(1, str(_common.REPO_ROOT))  # benchmark this checkout's mininn
+
 HIDDEN = (256, 128)
 CLASSES = 10
 LR = 1e-3
