@@ -294,7 +294,8 @@ class Optimizer:
 
 
 def _floats(group: dict, *names: str) -> tuple[float, ...]:
-    # Python floats keep float32 arithmetic in float32 (a NumPy float64 scalar would not).
+    # Python floats keep float32 arithmetic in float32 (a NumPy float64 scalar selects
+    # NumPy's float64 loop, which converts the float32 arrays as it goes).
     return tuple(float(group[name]) for name in names)
 
 
