@@ -23,19 +23,17 @@ def _ratio(ratio: dict | None) -> str:
     return f"**{ratio['median']:.2f}** ({ratio['min']:.2f}–{ratio['max']:.2f})"
 
 
-def _rss(run: dict) -> str:
+def _per_framework(run: dict, key: str, fmt: str) -> str:
     return " / ".join(
-        f"{run['frameworks'][n]['peak_rss_mib']:.0f}" if n in run["frameworks"] else "–"
-        for n in NAMES
+        fmt.format(run["frameworks"][n][key]) if n in run["frameworks"] else "–" for n in NAMES
     )
 
 
 def _blas_line(pools: list[dict]) -> str:
     return "; ".join(
-        f"{p['internal_api']} {p['version']} ({p['prefix']}), kernel {p['architecture']}, "
-        f"{p['num_threads']} thread(s)"
+        f"{p['internal_api']} {p['version']} ({p['prefix']}), kernel {p['architecture']}"
         if p.get("user_api") == "blas"
-        else f"{p['internal_api']} ({p['prefix']}), {p['num_threads']} thread(s)"
+        else f"{p['internal_api']} ({p['prefix']})"
         for p in pools
     )
 
@@ -43,8 +41,9 @@ def _blas_line(pools: list[dict]) -> str:
 def _runs_table(runs: list[dict]) -> list[str]:
     lines = [
         "| threads | batch | network | mininn s/epoch | PyTorch s/epoch | scikit-learn s/epoch "
-        "| mininn / PyTorch | mininn / sklearn | mininn samples/s | GEMM bound s "
-        "| mininn / bound | mininn outside GEMM | peak RSS MiB (mininn / PyTorch / sklearn) |",
+        "| mininn / PyTorch | mininn / sklearn | GEMM bound s | mininn / bound "
+        "| mininn outside GEMM | samples/s (mininn / PyTorch / sklearn) "
+        "| peak RSS MiB (mininn / PyTorch / sklearn) |",
         "|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for run in runs:
@@ -57,14 +56,14 @@ def _runs_table(runs: list[dict]) -> list[str]:
             f"| {_time(fws.get('mininn'))} | {_time(fws.get('torch'))} "
             f"| {_time(fws.get('sklearn'))} | {_ratio(ratios.get('torch'))} "
             f"| {_ratio(ratios.get('sklearn'))} "
-            + (f"| {fws['mininn']['samples_per_s']:,.0f} " if "mininn" in fws else "| – ")
             + (
                 f"| {mininn_bound['seconds']:.3f} | {mininn_bound['multiple']['median']:.2f}× "
                 f"| {mininn_bound['outside_gemm_share']:.0%} "
                 if mininn_bound
                 else "| – | – | – "
             )
-            + f"| {_rss(run)} |"
+            + f"| {_per_framework(run, 'samples_per_s', '{:,.0f}')} "
+            + f"| {_per_framework(run, 'peak_rss_mib', '{:.0f}')} |"
         )
     return lines
 
@@ -195,7 +194,8 @@ def markdown(results: dict) -> str:
         "and `torch.set_num_threads`",
     ]
     if torch_info:
-        lines.append("- PyTorch: " + "; ".join(t.strip() for t in torch_info if t.strip()))
+        keep = [t.strip() for t in torch_info if "(" in t and "threads()" not in t]
+        lines.append("- PyTorch's CPU back ends: " + "; ".join(keep))
     title = {
         "as-set": "BLAS environment as set",
         "unset": "`OPENBLAS_CORETYPE` and `OPENBLAS_L2_SIZE` unset",
@@ -253,6 +253,14 @@ def markdown(results: dict) -> str:
     repro = results.get("repro")
     if repro:
         lines += ["", f"`dvc repro -f`: {repro.get('median_s', 0):.0f} s ({repro['status']})"]
+    loads = [x for r in results["runs"] for x in r.get("load_average", [])]
+    if loads:
+        lines += [
+            "",
+            f"Host load average (1 min) at the start and end of each configuration: "
+            f"{min(loads):.1f}–{max(loads):.1f} on {m['cores']} cores; other processes' work "
+            "slows every framework, 2-thread runs most: trust paired ratios over absolute times.",
+        ]
     lines += ["", "## Targets", "", *_targets(results), ""]
     lines.append(f"Whole benchmark: {results['wall_seconds']:.0f} s.")
     return "\n".join(lines) + "\n"

@@ -162,7 +162,7 @@ def run_config(
     worker_args = ["--batch-size", str(batch_size), "--variant", variant]
     worker_args += ["--samples", str(opts.samples), "--dataset", opts.dataset]
     workers: dict[str, Worker] = {}
-    result: dict = {"frameworks": {}, "errors": {}}
+    result: dict = {"frameworks": {}, "errors": {}, "load_average": [os.getloadavg()[0]]}
     for name in [*frameworks, "gemm"]:
         workers[name] = Worker(name, threads, blas_env, worker_args)
     try:
@@ -197,8 +197,10 @@ def run_config(
                         f"{tag} {label} GEMM bound: {b['5']:.3f} s (5 products), {b['6']:.3f} s (6)"
                     )
                 else:
-                    log(f"{tag} {label} {name}: {answer['seconds']:.3f} s "
-                        f"(loss {answer['loss']:.4f})")  # fmt: skip
+                    log(
+                        f"{tag} {label} {name}: {answer['seconds']:.3f} s "
+                        f"(loss {answer['loss']:.4f})"
+                    )
                 if round_ >= 0:
                     times[name].append(answer["seconds"])
                     last[name] = answer
@@ -212,6 +214,7 @@ def run_config(
     finally:
         for worker in workers.values():
             worker.close()
+    result["load_average"].append(os.getloadavg()[0])
     for name, worker in workers.items():
         if name == "gemm" or not times[name]:
             continue
@@ -422,6 +425,12 @@ def main(argv: list[str] | None = None) -> int:
         Path(tempfile.mkdtemp(prefix="mininn-bench-")) if opts.quick else DEFAULT_OUT
     )
     out.mkdir(parents=True, exist_ok=True)
+    load = os.getloadavg()[0]
+    if load > 0.5:
+        log(
+            f"warning: the host is busy (load average {load:.1f} on {os.cpu_count()} cores); "
+            "timings will be noisy, 2-thread ones most"
+        )
     kernel_vars_set = any(os.environ.get(name) for name in _common.KERNEL_ENV_VARS)
     columns = {
         "auto": ["as-set", "unset"] if kernel_vars_set else ["as-set"],
