@@ -9,10 +9,12 @@ training images, float32, for each thread count and batch size. Each framework
 trains in its own long-lived process (worker.py), and the frameworks take turns
 epoch by epoch (the order rotating each round), so that the host's drift falls
 on all of them alike; ratios are computed pair by pair within a round, and the
-median of those is reported. gemm.py measures the GEMM lower bound in another
-process with the same settings. The figures are taken with the environment as
-it is and, when OPENBLAS_CORETYPE or OPENBLAS_L2_SIZE is set, a second time
-with both unset for the worker processes only.
+median of those is reported. The GEMM lower bound takes its turn too, measured
+anew each round by a worker of its own (gemm.py's functions); gemm.py also runs
+once per thread count to break the bound down by product. The figures are
+taken with the environment as it is and, when OPENBLAS_CORETYPE or
+OPENBLAS_L2_SIZE is set, a second time with both unset for the worker processes
+only.
 
 Writes ``results.json`` and ``results.md`` to ``--out`` (default
 ``reports/benchmarks``; with ``--quick``, a temporary folder) and, for a full
@@ -45,6 +47,11 @@ REPO_ROOT = HERE.parent
 DEFAULT_OUT = REPO_ROOT / "reports" / "benchmarks"
 FRAMEWORKS = ("mininn", "torch", "sklearn")
 VARIANTS = ("plain", "bn_dropout")
+#: The options recorded with the results.
+SETTINGS = ("quick", "threads", "batch_sizes", "variants", "frameworks", "epochs", "warmup")
+SETTINGS += ("samples", "dataset")
+#: The configuration whose mininn epoch is profiled: (threads, batch size, variant).
+PROFILED = (1, 128, "plain")
 #: How long one answer from a worker may take before it is given up on.
 WORKER_TIMEOUT_S = 600.0
 
@@ -440,20 +447,7 @@ def main(argv: list[str] | None = None) -> int:
     }[opts.blas_env]
     results: dict = {
         "machine": machine_info(),
-        "settings": {
-            key: getattr(opts, key)
-            for key in (
-                "quick",
-                "threads",
-                "batch_sizes",
-                "variants",
-                "frameworks",
-                "epochs",
-                "warmup",
-                "samples",
-                "dataset",
-            )
-        },
+        "settings": {key: getattr(opts, key) for key in SETTINGS},
         "blas_env_host": _common.blas_env(),
         "blas_columns": columns,
         "gemm": {},
@@ -461,30 +455,18 @@ def main(argv: list[str] | None = None) -> int:
     }
     for column in columns:
         for threads in opts.threads:
-            log(f"[{column} t={threads}] GEMM lower bound ...")
-            gemm = run_gemm(threads, column, opts)
-            results["gemm"][f"{column}/{threads}"] = gemm
+            log(f"[{column} t={threads}] GEMM products, one by one ...")
+            results["gemm"][f"{column}/{threads}"] = run_gemm(threads, column, opts)
             for batch in opts.batch_sizes:
-                bound = gemm["bounds"][str(batch)]
-                log(
-                    f"[{column} t={threads} b={batch}] GEMM bound "
-                    f"{bound['products_5']['seconds']:.3f} s (5 products), "
-                    f"{bound['products_6']['seconds']:.3f} s (6)"
-                )
                 for variant in opts.variants:
+                    # scikit-learn's MLP has no BatchNorm or Dropout.
                     frameworks = [
-                        f for f in opts.frameworks if not (f == "sklearn" and variant != "plain")
+                        f for f in opts.frameworks if variant == "plain" or f != "sklearn"
                     ]
                     profile = None
-                    if (
-                        not opts.no_profile
-                        and not opts.quick
-                        and column == columns[0]
-                        and threads == 1
-                        and batch == 128
-                        and variant == "plain"
-                    ):
-                        profile = out / "profile-mininn-b128-t1.txt"
+                    if (threads, batch, variant) == PROFILED and column == columns[0]:
+                        if not (opts.no_profile or opts.quick):
+                            profile = out / "profile-mininn-b128-t1.txt"
                     run = run_config(frameworks, threads, column, batch, variant, opts, profile)
                     run.update(blas_env=column, threads=threads, batch_size=batch, variant=variant)
                     results["runs"].append(run)
