@@ -48,14 +48,14 @@ class MininnTrainer:
     """mininn through its real loop, mininn.training.train_epoch."""
 
     def __init__(self, x: np.ndarray, y: np.ndarray, args: argparse.Namespace) -> None:
-        import mininn._rng
+        from mininn import manual_seed
         from mininn.dataloader import DataLoader
         from mininn.losses import CrossEntropyLoss
         from mininn.models import make_mlp
         from mininn.optim import Adam
         from mininn.training import train_epoch
 
-        mininn._rng.manual_seed(args.seed)
+        manual_seed(args.seed)
         bn = args.variant == "bn_dropout"
         self.model = make_mlp(
             x.shape[1],
@@ -72,7 +72,7 @@ class MininnTrainer:
         self.products_per_step = self._count_products(x[: args.batch_size], y[: args.batch_size])
 
     def _count_products(self, x: np.ndarray, y: np.ndarray) -> int:
-        """5 matrix products per Linear-triple step if the first layer skips grad_input, else 6."""
+        """Run one step: 6 products if the first Linear returns its input gradient, else 5."""
         self.model.train()
         self.loss_fn(self.model(x), y)
         grad_input = self.model.backward(self.loss_fn.backward())
