@@ -1,0 +1,104 @@
+"""Stage evaluate@<dataset>: test metrics, confusion matrix and figures of the trained model.
+
+    python pipeline/evaluate.py --dataset mnist --prepared data/prepared/mnist \\
+        --model models/mnist --out reports/mnist
+
+Inputs: ``--model``, train's ``model.npz`` and ``history.csv``; ``--prepared``, the
+``val`` and ``test`` splits. Params: ``model.*`` (to rebuild the network),
+``train.dtype``. Outputs in ``--out`` (committed to git): ``metrics.json``,
+``history.csv`` (a copy of train's), ``confusion.csv`` (``actual,predicted`` class
+names, one row per test image, for DVC's confusion template),
+``classification_report.txt`` (scikit-learn), ``learning_curves.png`` and
+``confusion.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script (by DVC): make the project importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np
+
+import mininn
+from mininn.data import DATASETS
+from mininn.metrics import confusion_matrix
+from mininn.training import evaluate, predict
+from pipeline import common, plots
+from pipeline.common import StageError, run_stage
+from pipeline.train import build, model_params
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from sklearn.metrics import classification_report, f1_score
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--dataset", required=True, choices=sorted(DATASETS))
+    parser.add_argument("--prepared", required=True, type=Path, help="prepare's output folder")
+    parser.add_argument("--model", required=True, type=Path, help="train's output folder")
+    parser.add_argument("--out", required=True, type=Path, help="report folder to write")
+    parser.add_argument("--params", type=Path, default=common.PARAMS_FILE)
+    args = parser.parse_args(argv)
+    classes = DATASETS[args.dataset].classes
+    dtype = common.load_params("train", ["dtype"], args.params)["dtype"]
+    common.check_choice(dtype, "train.dtype", ["float32", "float64"])
+
+    model = build(args.dataset, model_params(args.params), dtype)
+    try:
+        model.load_state_dict(mininn.load(args.model / "model.npz"))
+    except (FileNotFoundError, ValueError, RuntimeError) as exc:
+        raise StageError(
+            f"evaluate@{args.dataset}: cannot load {args.model / 'model.npz'} into the network "
+            f"of params.yaml's model: section ({exc}); run `dvc repro train@{args.dataset}`"
+        ) from exc
+    history = plots.read_history(args.model / "history.csv")
+    x_test, y_test = common.read_prepared(args.prepared, "test", dtype)
+    x_val, y_val = common.read_prepared(args.prepared, "val", dtype)
+
+    loss_fn = mininn.CrossEntropyLoss()
+    logits = predict(model, x_test)
+    y_pred = logits.argmax(axis=1)
+    val = evaluate(model, loss_fn, x_val, y_val, metric="accuracy")
+    matrix = confusion_matrix(y_test, y_pred, num_classes=len(classes))
+    per_class = np.diag(matrix) / np.maximum(matrix.sum(axis=1), 1)  # recall of each class
+    metrics = {
+        "test_accuracy": float(np.mean(y_pred == y_test)),
+        "test_loss": float(loss_fn(logits, y_test)),
+        "val_accuracy": val["accuracy"],
+        "val_loss": val["loss"],
+        "macro_f1": float(f1_score(y_test, y_pred, average="macro")),
+        "per_class_accuracy": dict(zip(classes, per_class.tolist(), strict=True)),
+        "train_seconds": float(sum(history["seconds"])),
+        "epochs": len(history["epoch"]),
+    }
+    report = classification_report(
+        y_test, y_pred, labels=range(len(classes)), target_names=classes, digits=4,
+        zero_division=0,
+    )  # fmt: skip
+    confusion_rows = [f"{classes[a]},{classes[p]}" for a, p in zip(y_test, y_pred, strict=True)]
+
+    writes = {  # everything computed first: a failure leaves no half-written report
+        "history.csv": (args.model / "history.csv").read_bytes(),
+        "confusion.csv": "\n".join(["actual,predicted", *confusion_rows, ""]).encode(),
+        "classification_report.txt": report.encode(),
+        "learning_curves.png": plots.learning_curves_png({"mininn": history}, args.dataset),
+        "confusion.png": plots.confusion_png(matrix, classes, f"{args.dataset}: test set"),
+    }
+    common.write_json(args.out / "metrics.json", metrics)
+    for name, data in writes.items():
+        with common.atomic_file(args.out / name) as tmp:
+            tmp.write_bytes(data)
+    print(
+        f"evaluate: {args.dataset}: test_accuracy {metrics['test_accuracy']:.4f}, "
+        f"macro_f1 {metrics['macro_f1']:.4f} -> {args.out}",
+        file=sys.stderr,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(run_stage(main))
