@@ -1,22 +1,43 @@
-"""The same network, weights and optimizer in PyTorch, and back.
+"""The same network, weights, optimizer and training loop in PyTorch, and back.
 
 PyTorch is imported only when one of these functions is called, so the library
 itself needs only NumPy. The state-dict keys of a mininn model and of its
 PyTorch twin are identical (``0.weight``, ``1.running_mean``, ...), which is what
 makes the copy a plain ``load_state_dict`` in each direction.
+
+:func:`fit_torch` is :func:`mininn.training.fit` step for step, written with
+``torch.autograd``: given the twin of a model, the twin of its optimizer and the
+same :class:`~mininn.DataLoader`, it sees the same batches in the same order and
+returns the same :class:`~mininn.training.History`. Without Dropout, the two runs
+then differ by floating-point rounding only; Dropout masks come from each
+framework's own generator, so with Dropout the difference is statistical.
 """
 
 from __future__ import annotations
 
+import copy
 import inspect
+import math
+import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
 from mininn import activations, layers, losses
+from mininn._rng import default_rng
+from mininn.dataloader import DataLoader
 from mininn.module import Module, Sequential
+from mininn.training import History, Metric, _progress_bar, _resolve_metric
 
-__all__ = ["from_torch", "loss_to_torch", "optimizer_to_torch", "to_torch"]
+__all__ = [
+    "fit_torch",
+    "from_torch",
+    "loss_to_torch",
+    "optimizer_to_torch",
+    "predict_torch",
+    "to_torch",
+]
 
 _INSTALL_HINT = (
     "PyTorch is needed for this: pip install torch==2.13.0 (the CPU build), "
@@ -27,7 +48,7 @@ _INSTALL_HINT = (
 def _torch():
     try:
         import torch
-    except ImportError as error:  # pragma: no cover - depends on the environment
+    except ImportError as error:
         raise ImportError(_INSTALL_HINT) from error
     return torch
 
@@ -54,21 +75,34 @@ def _torch_layer(layer: Module, torch: Any) -> Any:
             return torch_type()
     if isinstance(layer, Sequential):
         return nn.Sequential(*(_torch_layer(child, torch) for child in layer))
-    raise TypeError(f"to_torch: no PyTorch equivalent known for {type(layer).__name__}")
+    raise TypeError(
+        f"to_torch: no PyTorch equivalent known for {type(layer).__name__}; supported: "
+        "Sequential, Linear, BatchNorm1d, Dropout, Identity, ReLU, LeakyReLU, Sigmoid, Tanh, "
+        "Softmax"
+    )
 
 
 def to_torch(model: Module) -> Any:
     """Build the PyTorch twin of ``model``, with a copy of its weights and buffers.
 
+    The twin owns its tensors: training one does not change the other.
+
     Args:
         model: a Sequential (possibly nested) of Linear, BatchNorm1d, Dropout,
             Identity, ReLU, LeakyReLU, Sigmoid, Tanh, Softmax; or one such layer.
     Returns:
-        A ``torch.nn.Module`` of the same structure, dtype (float32 → torch.float32,
-        float64 → torch.float64) and training mode.
+        A ``torch.nn.Module`` of the same structure, state-dict keys, dtype
+        (float32 → torch.float32, float64 → torch.float64) and training mode.
     Raises:
         ImportError: PyTorch is not installed (the message says how to install it).
         TypeError: a layer has no PyTorch equivalent.
+    Example:
+        >>> import pytest; torch = pytest.importorskip("torch")
+        >>> from mininn.models import make_mlp
+        >>> model = make_mlp(4, [8], 3, batch_norm=True, dtype="float64")
+        >>> twin = to_torch(model)
+        >>> list(twin.state_dict()) == list(model.state_dict()), twin[0].weight.dtype
+        (True, torch.float64)
     """
     torch = _torch()
     twin = _torch_layer(model, torch)
@@ -105,25 +139,46 @@ def _mininn_layer(layer: Any, torch: Any) -> Module:
         for child in layer:
             converted.append(_mininn_layer(child, torch))
         return converted
-    raise TypeError(f"from_torch: no mininn equivalent known for {type(layer).__name__}")
+    raise TypeError(
+        f"from_torch: no mininn equivalent known for {type(layer).__name__}; supported: "
+        "nn.Sequential, Linear, BatchNorm1d, Dropout, Identity, ReLU, LeakyReLU, Sigmoid, "
+        "Tanh, Softmax"
+    )
 
 
 def from_torch(model: Any) -> Module:
     """Build the mininn twin of a PyTorch model, with a copy of its weights and buffers.
 
-    The inverse of :func:`to_torch`, for the same layer types.
+    The inverse of :func:`to_torch`, for the same layer types. The package
+    generator is left as it was (the throw-away initialisation of the new layers
+    does not advance it), so converting a model does not change later draws.
 
+    Args:
+        model: a ``torch.nn.Sequential`` (possibly nested) of the layer types
+            :func:`to_torch` produces, or one such layer, on the CPU.
     Returns:
-        A mininn Module of the same structure, dtype and training mode.
+        A mininn Module of the same structure, state-dict keys, dtype and training mode.
     Raises:
+        ImportError: PyTorch is not installed.
         TypeError: a layer has no mininn equivalent.
+    Example:
+        >>> import pytest; torch = pytest.importorskip("torch")
+        >>> twin = torch.nn.Sequential(torch.nn.Linear(4, 2), torch.nn.Tanh())
+        >>> model = from_torch(twin)
+        >>> model[0].weight.shape, model[0].weight.data.dtype
+        ((2, 4), dtype('float32'))
     """
     torch = _torch()
-    twin = _mininn_layer(model, torch)
+    generator = default_rng()
+    saved = generator.bit_generator.state
+    try:
+        twin = _mininn_layer(model, torch)
+    finally:  # the layers' own initialisation is overwritten below: undo its draws
+        generator.bit_generator.state = saved
     state = {key: value.detach().cpu().numpy() for key, value in model.state_dict().items()}
     dtype = next((v.dtype for v in state.values() if v.dtype.kind == "f"), np.float32)
     twin.to(dtype)
-    twin.load_state_dict(state)
+    twin.load_state_dict(state)  # copies into mininn's own arrays
     twin.train(model.training)
     return twin
 
@@ -131,25 +186,269 @@ def from_torch(model: Any) -> Module:
 def optimizer_to_torch(optimizer: Any, params: Any) -> Any:
     """Build the ``torch.optim`` optimizer with the same class and hyperparameters.
 
+    Only the hyperparameters are copied, not the state (``exp_avg``, ...): build
+    the twin before the first step.
+
     Args:
-        optimizer: a ``mininn.optim`` optimizer with one parameter group.
-        params: the PyTorch parameters, in the same order (e.g. ``twin.parameters()``).
+        optimizer: a ``mininn.optim`` optimizer (SGD, Adam, AdamW, RMSprop) with
+            one parameter group and no step taken yet.
+        params: the PyTorch parameters in the same order and shapes as the group's
+            (e.g. ``twin.parameters()`` for ``to_torch(model)``).
+    Returns:
+        The ``torch.optim`` optimizer.
     Raises:
-        ValueError: the optimizer has more than one parameter group.
+        ImportError: PyTorch is not installed.
+        TypeError: ``torch.optim`` has no optimizer of that class name.
+        ValueError: more than one parameter group; a hyperparameter that the torch
+            class does not take; the optimizer has already stepped; ``params``
+            differ in number or shape from the group's.
+    Example:
+        >>> import pytest; torch = pytest.importorskip("torch")
+        >>> from mininn.layers import Linear
+        >>> from mininn.optim import SGD
+        >>> layer = Linear(3, 2)
+        >>> twin = optimizer_to_torch(SGD(layer.parameters(), lr=0.1, momentum=0.9),
+        ...                           to_torch(layer).parameters())
+        >>> type(twin).__name__, twin.param_groups[0]["momentum"]
+        ('SGD', 0.9)
     """
     torch = _torch()
+    name = type(optimizer).__name__
     if len(optimizer.param_groups) != 1:
-        raise ValueError("optimizer_to_torch: only one parameter group is supported")
-    torch_class = getattr(torch.optim, type(optimizer).__name__)
-    accepted = inspect.signature(torch_class).parameters
+        raise ValueError(
+            f"optimizer_to_torch: expected an optimizer with one parameter group, got "
+            f"{len(optimizer.param_groups)}; build one optimizer per group"
+        )
+    if any(optimizer.state.get(p) for p in optimizer.param_groups[0]["params"]):
+        raise ValueError(
+            f"optimizer_to_torch: {name} has already taken a step and its state is not "
+            "copied; build the PyTorch optimizer before training"
+        )
+    torch_class = getattr(torch.optim, name, None)
+    if not (inspect.isclass(torch_class) and issubclass(torch_class, torch.optim.Optimizer)):
+        raise TypeError(f"optimizer_to_torch: torch.optim has no optimizer named {name}")
     group = optimizer.param_groups[0]
-    arguments = {key: value for key, value in group.items() if key != "params" and key in accepted}
+    accepted = inspect.signature(torch_class).parameters
+    unknown = sorted(key for key in group if key != "params" and key not in accepted)
+    if unknown:
+        raise ValueError(
+            f"optimizer_to_torch: torch.optim.{name} takes no hyperparameter {unknown}"
+        )
+    params = list(params)
+    shapes = [tuple(p.shape) for p in group["params"]]
+    torch_shapes = [tuple(p.shape) for p in params]
+    if shapes != torch_shapes:
+        raise ValueError(
+            f"optimizer_to_torch: expected PyTorch parameters of shapes {shapes} (the "
+            f"optimizer's, in order), got {torch_shapes}; pass to_torch(model).parameters()"
+        )
+    arguments = {key: value for key, value in group.items() if key != "params"}
     return torch_class(params, **arguments)
 
 
 def loss_to_torch(loss_fn: Module) -> Any:
-    """Build the ``torch.nn`` loss of the same class and reduction."""
+    """Build the ``torch.nn`` loss of the same class and reduction.
+
+    Args:
+        loss_fn: a ``mininn.losses`` loss (CrossEntropyLoss, MSELoss, L1Loss,
+            BCELoss, BCEWithLogitsLoss).
+    Returns:
+        The ``torch.nn`` loss module.
+    Raises:
+        ImportError: PyTorch is not installed.
+        TypeError: ``loss_fn`` is not one of mininn's losses.
+    Example:
+        >>> import pytest; torch = pytest.importorskip("torch")
+        >>> from mininn.losses import MSELoss
+        >>> loss_to_torch(MSELoss(reduction="sum"))
+        MSELoss()
+    """
     torch = _torch()
-    if not isinstance(loss_fn, losses.__dict__.get(type(loss_fn).__name__, ())):
-        raise TypeError(f"loss_to_torch: {type(loss_fn).__name__} is not a mininn loss")
-    return getattr(torch.nn, type(loss_fn).__name__)(reduction=loss_fn.reduction)
+    name = type(loss_fn).__name__
+    if getattr(losses, name, None) is not type(loss_fn) or not hasattr(torch.nn, name):
+        raise TypeError(f"loss_to_torch: expected one of mininn.losses' classes, got {name}")
+    return getattr(torch.nn, name)(reduction=loss_fn.reduction)
+
+
+def predict_torch(model: Any, x: np.ndarray, batch_size: int = 1024) -> np.ndarray:
+    """Run a PyTorch ``model`` on ``x`` in evaluation mode, without gradients, in batches.
+
+    The twin of :func:`mininn.training.predict`; the mode is restored after.
+
+    Args:
+        model: a ``torch.nn.Module`` on the CPU.
+        x: inputs of the model's dtype.
+        batch_size: samples per forward pass (memory, not results). Default: 1024.
+    Shape:
+        - x: (N, in_features), float32 or float64 (the model's dtype).
+        - Returns: (N, out_features), a new NumPy array of the same dtype.
+    Raises:
+        ImportError: PyTorch is not installed.
+    Example:
+        >>> import pytest; torch = pytest.importorskip("torch")
+        >>> predict_torch(torch.nn.Linear(3, 2), np.zeros((5, 3), np.float32)).shape
+        (5, 2)
+    """
+    torch = _torch()
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            outputs = [
+                model(torch.from_numpy(x[start : start + batch_size])).numpy()
+                for start in range(0, len(x), batch_size)
+            ]
+    finally:
+        model.train(was_training)
+    return np.concatenate(outputs) if outputs else np.empty((0,))
+
+
+def _evaluate_torch(model, loss_fn, x, y, metric_name, metric_fn, torch) -> dict[str, float]:
+    output = predict_torch(model, x)
+    with torch.no_grad():
+        result = {"loss": loss_fn(torch.from_numpy(output), torch.from_numpy(y)).item()}
+    if metric_fn is not None:
+        result[metric_name] = float(metric_fn(y, output))
+    return result
+
+
+def _train_epoch_torch(model, loss_fn, optimizer, loader, metric_fn, epoch, history, bar, torch):
+    model.train()
+    total_loss = total_metric = 0.0
+    seen = 0
+    for batch, (x_batch, y_batch) in enumerate(loader, start=1):
+        optimizer.zero_grad()
+        output = model(torch.from_numpy(x_batch))
+        loss = loss_fn(output, torch.from_numpy(y_batch))
+        value = loss.item()
+        if not math.isfinite(value):
+            lr = optimizer.param_groups[0].get("lr")
+            raise FloatingPointError(
+                f"fit_torch: loss became {value} at epoch {epoch}, batch {batch}; lower the "
+                f"learning rate (lr={lr}) or standardise the inputs"
+            )
+        loss.backward()
+        optimizer.step()
+        n = len(x_batch)
+        seen += n
+        total_loss += value * n
+        if metric_fn is not None:
+            total_metric += metric_fn(y_batch, output.detach().numpy()) * n
+        history.step_losses.append(value)
+        if bar is not None:
+            bar.update(1)
+    if seen == 0:
+        raise ValueError("fit_torch: the loader yielded no batch; check batch_size and drop_last")
+    return total_loss / seen, total_metric / seen
+
+
+def fit_torch(
+    model: Any,
+    loss_fn: Any,
+    optimizer: Any,
+    train_loader: DataLoader,
+    *,
+    epochs: int,
+    val_data: tuple[np.ndarray, np.ndarray] | None = None,
+    metric: str | Metric | None = None,
+    patience: int | None = None,
+    min_delta: float = 0.0,
+    restore_best: bool = True,
+    progress: bool = True,
+    desc: str = "",
+    on_epoch_end: Callable[[dict[str, float]], None] | None = None,
+) -> History:
+    """Train a PyTorch model exactly as :func:`mininn.training.fit` trains a mininn one.
+
+    Each step is ``zero_grad → forward → loss → backward → step`` on the batches
+    of ``train_loader`` (NumPy arrays, wrapped with ``torch.from_numpy``, not
+    copied); validation, metrics, early stopping and the history rows follow
+    ``fit`` line for line, so the two histories read side by side.
+
+    Args:
+        model: a ``torch.nn.Module`` on the CPU, e.g. ``to_torch(mininn_model)``.
+        loss_fn: a ``torch.nn`` loss, e.g. ``loss_to_torch(mininn_loss)``.
+        optimizer: a ``torch.optim`` optimizer over ``model.parameters()``.
+        train_loader: a :class:`~mininn.DataLoader` over ``(x_train, y_train)`` of
+            the model's dtype; the same seed as mininn's gives the same batches.
+        epochs: maximum number of passes over the training data, >= 1.
+        val_data: ``(x_val, y_val)`` NumPy arrays, evaluated in eval mode after each
+            epoch. Default: None.
+        metric: as in ``fit``: ``"accuracy"``, ``"binary_accuracy"``, ``"r2"``, a
+            callable ``(y_true, output) -> float`` on NumPy arrays, or None. Default: None.
+        patience: stop when the validation loss has not improved by more than
+            ``min_delta`` for this many epochs (requires ``val_data``). Default: None.
+        min_delta: the improvement that resets the patience counter, >= 0. Default: 0.
+        restore_best: with early stopping, load the weights of the best epoch at
+            the end. Default: True.
+        progress: show a tqdm bar per epoch on stderr (when tqdm is installed). Default: True.
+        desc: prefix of the progress bar's label.
+        on_epoch_end: called with each epoch's history row.
+    Returns:
+        A :class:`~mininn.training.History` with the same columns as ``fit``'s, and
+        ``step_losses`` of every step (``loss.item()``).
+    Raises:
+        ImportError: PyTorch is not installed.
+        ValueError: ``epochs`` < 1, or ``patience`` without ``val_data``.
+        FloatingPointError: the loss became NaN or infinite (the step is not taken).
+    Example:
+        >>> import pytest; torch = pytest.importorskip("torch")
+        >>> import mininn
+        >>> from mininn.models import make_mlp
+        >>> _ = mininn.manual_seed(0)
+        >>> x = np.random.default_rng(0).normal(size=(64, 2))
+        >>> y = (x[:, 0] > 0).astype(np.int64)
+        >>> twin = to_torch(make_mlp(2, [8], 2, dtype="float64"))
+        >>> opt = torch.optim.Adam(twin.parameters(), lr=0.05)
+        >>> loader = mininn.DataLoader(x, y, batch_size=16, shuffle=True, seed=0)
+        >>> history = fit_torch(twin, torch.nn.CrossEntropyLoss(), opt, loader, epochs=20,
+        ...                     metric="accuracy", progress=False)
+        >>> len(history.step_losses), history.epochs[-1]["train_accuracy"] > 0.9
+        (80, True)
+    """
+    torch = _torch()
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+        raise ValueError(f"fit_torch: epochs must be a positive integer, got {epochs!r}")
+    if patience is not None and val_data is None:
+        raise ValueError(
+            "fit_torch: early stopping (patience) needs val_data to watch the val_loss"
+        )
+    name, metric_fn = _resolve_metric(metric)
+    history = History()
+    best_loss, best_state, waited = math.inf, None, 0
+    for epoch in range(1, epochs + 1):
+        bar = _progress_bar(len(train_loader), f"{desc} epoch {epoch}/{epochs}".strip(), progress)
+        start = time.perf_counter()
+        try:
+            train_loss, train_metric = _train_epoch_torch(
+                model, loss_fn, optimizer, train_loader, metric_fn, epoch, history, bar, torch
+            )
+        finally:
+            if bar is not None:
+                bar.close()
+        row: dict[str, float] = {"epoch": epoch, "train_loss": train_loss}
+        if name is not None:
+            row[f"train_{name}"] = train_metric
+        row["seconds"] = time.perf_counter() - start
+        if val_data is not None:
+            val = _evaluate_torch(model, loss_fn, *val_data, name, metric_fn, torch)
+            row["val_loss"] = val["loss"]
+            if name is not None:
+                row[f"val_{name}"] = val[name]
+        history.epochs.append(row)
+        if on_epoch_end is not None:
+            on_epoch_end(row)
+        if val_data is None:
+            continue
+        if row["val_loss"] < best_loss - min_delta:
+            best_loss, waited, history.best_epoch = row["val_loss"], 0, epoch
+            if patience is not None and restore_best:
+                best_state = copy.deepcopy(model.state_dict())
+        else:
+            waited += 1
+            if patience is not None and waited >= patience:
+                history.stopped_early = True
+                break
+    if best_state is not None and history.stopped_early:
+        model.load_state_dict(best_state)
+    return history
