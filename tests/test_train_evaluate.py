@@ -1,0 +1,309 @@
+"""The train and evaluate stages on tiny prepared data in tmp_path.
+
+Each test writes its own params file and a tiny prepared dataset (the layout
+``prepare`` writes); nothing here reads the real params.yaml or data. Metrics are
+checked against scikit-learn on the same predictions, the first step's loss
+against a network built independently from the same seed.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+
+import numpy as np
+import pytest
+from _idx import tiny_arrays
+
+import mininn
+from mininn.data import DATASETS
+from mininn.models import make_mlp
+from mininn.training import predict
+from pipeline import common, evaluate, plots, train
+from pipeline.common import StageError
+
+DATASET = "fashion-mnist"
+N_TRAIN, N_VAL, N_TEST = 120, 40, 50
+PARAMS = {
+    "model": {"hidden_sizes": [16, 8], "activation": "relu", "batch_norm": True, "dropout": 0.1},
+    "train": {
+        "optimizer": "adam", "lr": 0.01, "weight_decay": 0.0, "momentum": 0.9,
+        "batch_size": 32, "epochs": 3, "patience": None, "seed": 3, "dtype": "float64",
+    },
+}  # fmt: skip
+
+
+def write_params(path, model=None, train_=None):
+    """A params.yaml with PARAMS' sections, some keys overridden (None removes a key)."""
+    import yaml
+
+    sections = {"model": {**PARAMS["model"], **(model or {})}}
+    sections["train"] = {**PARAMS["train"], **(train_ or {})}
+    for name in sections:
+        sections[name] = {k: v for k, v in sections[name].items() if v != "<missing>"}
+    path.write_text(yaml.safe_dump(sections), encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory):
+    """A tiny prepared folder: train/val/test Parquet splits and stats.json."""
+    folder = tmp_path_factory.mktemp("prepared")
+    images, labels = tiny_arrays(N_TRAIN + N_VAL + N_TEST, seed=5)
+    bounds = {"train": (0, N_TRAIN), "val": (N_TRAIN, N_TRAIN + N_VAL)}
+    bounds["test"] = (N_TRAIN + N_VAL, len(labels))
+    for split, (lo, hi) in bounds.items():
+        common.write_split(folder / f"{split}.parquet", images[lo:hi], labels[lo:hi])
+    common.write_json(folder / common.STATS_FILE, common.pixel_stats(images[:N_TRAIN]))
+    return folder
+
+
+def run_train(prepared, params, out):
+    argv = ["--dataset", DATASET, "--prepared", str(prepared), "--out", str(out)]
+    return train.main([*argv, "--params", str(params)])
+
+
+def run_evaluate(prepared, params, model, out):
+    argv = ["--dataset", DATASET, "--prepared", str(prepared), "--model", str(model)]
+    return evaluate.main([*argv, "--out", str(out), "--params", str(params)])
+
+
+@pytest.fixture(scope="module")
+def trained(prepared, tmp_path_factory):
+    """(params file, train's output folder, evaluate's output folder) of one tiny run."""
+    root = tmp_path_factory.mktemp("run")
+    params = write_params(root / "params.yaml")
+    assert run_train(prepared, params, root / "models") == 0
+    assert run_evaluate(prepared, params, root / "models", root / "reports") == 0
+    return params, root / "models", root / "reports"
+
+
+def read_csv(path):
+    with open(path, encoding="utf-8", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+# ------------------------------------------------------------------ train
+
+
+def test_train_writes_history_and_every_step(trained):
+    _, models, _ = trained
+    history = read_csv(models / "history.csv")
+    assert list(history[0]) == list(train.HISTORY_COLUMNS)
+    assert [int(r["epoch"]) for r in history] == [1, 2, 3]
+    steps = read_csv(models / "steps.csv")
+    per_epoch = math.ceil(N_TRAIN / PARAMS["train"]["batch_size"])
+    assert [int(r["step"]) for r in steps] == list(range(1, 3 * per_epoch + 1))
+    # The epoch's train_loss is the sample-weighted mean of its steps' losses.
+    sizes = [32, 32, 32, N_TRAIN - 96]
+    first = [float(r["loss"]) for r in steps[:per_epoch]]
+    expected = float(np.dot(first, sizes)) / N_TRAIN
+    assert float(history[0]["train_loss"]) == pytest.approx(expected, rel=1e-12)
+
+
+def test_train_first_step_loss_matches_an_independently_seeded_network(trained, prepared):
+    """The contract: manual_seed(seed) then make_mlp; DataLoader(seed=seed) orders batches."""
+    _, models, _ = trained
+    p = PARAMS["train"]
+    x, y = common.read_prepared(prepared, "train", np.float64)
+    mininn.manual_seed(p["seed"])
+    model = make_mlp(784, [16, 8], 10, dropout=0.1, batch_norm=True, dtype="float64")
+    loader = mininn.DataLoader(x, y, batch_size=p["batch_size"], shuffle=True, seed=p["seed"])
+    xb, yb = next(iter(loader))
+    model.train()
+    expected = float(mininn.CrossEntropyLoss()(model(xb), yb))
+    assert float(read_csv(models / "steps.csv")[0]["loss"]) == pytest.approx(expected, rel=1e-10)
+
+
+def test_train_saves_the_final_model(trained, prepared):
+    """The saved weights reproduce the last epoch's validation loss."""
+    params, models, _ = trained
+    model = train.build(DATASET, train.model_params(params), "float64")
+    model.load_state_dict(mininn.load(models / "model.npz"))
+    x, y = common.read_prepared(prepared, "val", np.float64)
+    val_loss = float(mininn.CrossEntropyLoss()(predict(model, x), y))
+    last = read_csv(models / "history.csv")[-1]
+    assert float(last["val_loss"]) == pytest.approx(val_loss, rel=1e-10)
+
+
+def test_train_same_params_give_byte_identical_outputs(trained, prepared, tmp_path):
+    params, models, _ = trained
+    assert run_train(prepared, params, tmp_path / "again") == 0
+    for name in ("model.npz", "steps.csv"):
+        assert (tmp_path / "again" / name).read_bytes() == (models / name).read_bytes(), name
+
+
+@pytest.mark.parametrize(
+    ("optimizer", "momentum"),
+    [("sgd", 0.9), ("rmsprop", 0.5), ("adamw", 0.9)],
+    ids=["sgd-momentum", "rmsprop-momentum", "adamw-ignores-momentum"],
+)
+def test_train_builds_each_optimizer(prepared, tmp_path, optimizer, momentum):
+    params = write_params(
+        tmp_path / "p.yaml", train_={"optimizer": optimizer, "momentum": momentum, "epochs": 1}
+    )
+    assert run_train(prepared, params, tmp_path / "out") == 0
+    assert len(read_csv(tmp_path / "out" / "history.csv")) == 1
+
+
+def test_train_patience_stops_early(prepared, tmp_path):
+    """A huge lr makes the val loss rise: patience 1 stops after the second epoch."""
+    params = write_params(
+        tmp_path / "p.yaml",
+        model={"batch_norm": False, "dropout": 0.0},
+        train_={"optimizer": "sgd", "lr": 0.3, "momentum": 0.0, "epochs": 20, "patience": 1},
+    )
+    assert run_train(prepared, params, tmp_path / "out") == 0
+    history = read_csv(tmp_path / "out" / "history.csv")
+    losses = [float(r["val_loss"]) for r in history]
+    assert len(history) < 20
+    assert losses[-1] >= min(losses[:-1])  # stopped because the last epoch did not improve
+
+
+BAD_PARAMS = [
+    ({"hidden_sizes": 512}, {}, "model.hidden_sizes: expected a list"),
+    ({"hidden_sizes": [64, 0]}, {}, r"model.hidden_sizes\[1\]"),
+    ({"activation": "gelu"}, {}, "model.activation"),
+    ({"batch_norm": "yes"}, {}, "model.batch_norm"),
+    ({"dropout": 1.0}, {}, "model.dropout"),
+    ({}, {"optimizer": "lbfgs"}, "train.optimizer"),
+    ({}, {"lr": "1e-3"}, "train.lr: expected a number, got the string"),
+    ({}, {"lr": 0.0}, "train.lr"),
+    ({}, {"weight_decay": -0.1}, "train.weight_decay"),
+    ({}, {"momentum": 1.5}, "train.momentum"),
+    ({}, {"batch_size": 0}, "train.batch_size"),
+    ({}, {"epochs": 2.5}, "train.epochs: expected an integer"),
+    ({}, {"patience": 0}, "train.patience"),
+    ({}, {"seed": -1}, "train.seed"),
+    ({}, {"dtype": "float16"}, "train.dtype"),
+    ({}, {"epochs": "<missing>"}, r"missing key\(s\) train.epochs"),
+]
+
+
+@pytest.mark.parametrize(
+    ("model", "train_", "match"), BAD_PARAMS, ids=[m.split(":")[0] for *_, m in BAD_PARAMS]
+)
+def test_train_rejects_bad_params_naming_the_key(prepared, tmp_path, model, train_, match):
+    params = write_params(tmp_path / "p.yaml", model, train_)
+    with pytest.raises(StageError, match=match):
+        run_train(prepared, params, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.filterwarnings("ignore:overflow:RuntimeWarning", "ignore:invalid:RuntimeWarning")
+def test_train_non_finite_loss_is_a_stage_error_and_writes_nothing(prepared, tmp_path):
+    params = write_params(
+        tmp_path / "p.yaml",
+        model={"batch_norm": False, "dropout": 0.0},
+        train_={"optimizer": "sgd", "lr": 1.0e300, "momentum": 0.0},
+    )
+    with pytest.raises(StageError, match=r"train@fashion-mnist: loss became .* at epoch 1, batch"):
+        run_train(prepared, params, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_train_stage_prints_error_line_and_returns_1(prepared, tmp_path, capsys):
+    params = write_params(tmp_path / "p.yaml", train_={"lr": -1.0})
+    argv = ["--dataset", DATASET, "--prepared", str(prepared), "--out", str(tmp_path / "o")]
+    assert common.run_stage(train.main, [*argv, "--params", str(params)]) == 1
+    assert "error: train.lr: expected a value in (0, inf], got -1.0" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------ evaluate
+
+
+@pytest.fixture(scope="module")
+def predictions(trained, prepared):
+    """(y_test, logits) of the saved model, computed here, independently of evaluate."""
+    params, models, _ = trained
+    model = train.build(DATASET, train.model_params(params), "float64")
+    model.load_state_dict(mininn.load(models / "model.npz"))
+    x, y = common.read_prepared(prepared, "test", np.float64)
+    return y, predict(model, x)
+
+
+def test_evaluate_metrics_match_sklearn(trained, predictions):
+    skm = pytest.importorskip("sklearn.metrics")
+    _, models, reports = trained
+    metrics = json.loads((reports / "metrics.json").read_text())
+    y, logits = predictions
+    y_pred = logits.argmax(axis=1)
+    probabilities = np.exp(logits - logits.max(axis=1, keepdims=True))
+    probabilities /= probabilities.sum(axis=1, keepdims=True)
+    assert metrics["test_accuracy"] == pytest.approx(skm.accuracy_score(y, y_pred), rel=1e-12)
+    assert metrics["macro_f1"] == pytest.approx(skm.f1_score(y, y_pred, average="macro"))
+    assert metrics["test_loss"] == pytest.approx(
+        skm.log_loss(y, probabilities, labels=range(10)), rel=1e-10
+    )
+    recall = skm.recall_score(y, y_pred, average=None, labels=range(10), zero_division=0)
+    classes = DATASETS[DATASET].classes
+    assert metrics["per_class_accuracy"] == pytest.approx(dict(zip(classes, recall, strict=True)))
+    history = read_csv(models / "history.csv")
+    assert metrics["epochs"] == len(history) == 3
+    assert metrics["train_seconds"] == pytest.approx(sum(float(r["seconds"]) for r in history))
+    assert metrics["val_loss"] == pytest.approx(float(history[-1]["val_loss"]), rel=1e-10)
+    assert metrics["val_accuracy"] == pytest.approx(float(history[-1]["val_accuracy"]))
+
+
+def test_evaluate_metrics_json_has_the_contract_keys(trained):
+    metrics = json.loads((trained[2] / "metrics.json").read_text())
+    assert sorted(metrics) == sorted(
+        ["test_accuracy", "test_loss", "val_accuracy", "val_loss", "macro_f1",
+         "per_class_accuracy", "train_seconds", "epochs"]
+    )  # fmt: skip
+    assert sorted(metrics["per_class_accuracy"]) == sorted(DATASETS[DATASET].classes)
+
+
+def test_evaluate_confusion_csv_has_one_named_row_per_test_image(trained, predictions):
+    skm = pytest.importorskip("sklearn.metrics")
+    rows = read_csv(trained[2] / "confusion.csv")
+    y, logits = predictions
+    classes = list(DATASETS[DATASET].classes)
+    assert len(rows) == N_TEST
+    actual = [classes.index(r["actual"]) for r in rows]
+    predicted = [classes.index(r["predicted"]) for r in rows]
+    np.testing.assert_array_equal(
+        skm.confusion_matrix(actual, predicted, labels=range(10)),
+        skm.confusion_matrix(y, logits.argmax(axis=1), labels=range(10)),
+    )
+
+
+def test_evaluate_writes_report_copy_and_figures(trained):
+    _, models, reports = trained
+    assert (reports / "history.csv").read_bytes() == (models / "history.csv").read_bytes()
+    assert "macro avg" in (reports / "classification_report.txt").read_text()
+    for name in ("learning_curves.png", "confusion.png"):
+        assert (reports / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+
+
+def test_evaluate_model_that_does_not_fit_params_is_a_stage_error(trained, prepared, tmp_path):
+    _, models, _ = trained
+    params = write_params(tmp_path / "p.yaml", model={"hidden_sizes": [32]})
+    with pytest.raises(
+        StageError, match=r"(?s)cannot load .*model.npz.*dvc repro train@fashion-mnist"
+    ):
+        run_evaluate(prepared, params, models, tmp_path / "reports")
+    assert not (tmp_path / "reports").exists()
+
+
+# ------------------------------------------------------------------ plots
+
+
+def test_read_history_reads_ints_and_floats(tmp_path):
+    path = tmp_path / "h.csv"
+    path.write_text("epoch,train_loss\n1,0.5\n2,0.25\n", encoding="utf-8")
+    assert plots.read_history(path) == {"epoch": [1, 2], "train_loss": [0.5, 0.25]}
+
+
+@pytest.mark.parametrize(
+    ("text", "match"),
+    [(None, "not found"), ("epoch,train_loss\n", "got no rows"), ("epoch,x\n1,abc\n", "numbers")],
+    ids=["missing", "empty", "not-a-number"],
+)
+def test_read_history_errors(tmp_path, text, match):
+    path = tmp_path / "h.csv"
+    if text is not None:
+        path.write_text(text, encoding="utf-8")
+    with pytest.raises(StageError, match=match):
+        plots.read_history(path)
