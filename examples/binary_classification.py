@@ -54,9 +54,11 @@ def load_data(seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray
     x_train, x_test = (x_train - mean) / std, (x_test - mean) / std
     as_column = lambda labels: labels.astype(np.float32).reshape(-1, 1)  # noqa: E731
     return (
-        x_train.astype(np.float32), as_column(y_train),
-        x_test.astype(np.float32), as_column(y_test),
-    )  # fmt: skip
+        x_train.astype(np.float32),
+        as_column(y_train),
+        x_test.astype(np.float32),
+        as_column(y_test),
+    )
 
 
 def save_figure(path: Path, train_losses: list[float], test_losses: list[float]) -> None:
@@ -96,8 +98,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     loss_fn = mininn.BCELoss()
     optimizer = mininn.optim.Adam(model.parameters(), lr=args.lr)
-    loader = mininn.DataLoader(x_train, y_train, batch_size=args.batch_size, shuffle=True,
-                               seed=args.seed)  # fmt: skip
+    loader = mininn.DataLoader(
+        x_train, y_train, batch_size=args.batch_size, shuffle=True, seed=args.seed
+    )
 
     train_losses, test_losses = [], []
     for epoch in range(1, args.epochs + 1):
@@ -112,8 +115,10 @@ def main(argv: list[str] | None = None) -> int:
         train_losses.append(total / len(x_train))
         test_losses.append(mininn.training.evaluate(model, loss_fn, x_test, y_test)["loss"])
         if epoch % 10 == 0 or epoch == args.epochs:
-            print(f"epoch {epoch:3d}  train loss {train_losses[-1]:.4f}  "
-                  f"held-out loss {test_losses[-1]:.4f}")  # fmt: skip
+            print(
+                f"epoch {epoch:3d}  train loss {train_losses[-1]:.4f}  "
+                f"held-out loss {test_losses[-1]:.4f}"
+            )
 
     probabilities = mininn.training.predict(model, x_test)
     accuracy = mininn.metrics.binary_accuracy(y_test, probabilities)
