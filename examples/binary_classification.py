@@ -39,6 +39,8 @@ def positive_int(text: str) -> int:
 def load_data(seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Breast cancer features, standardised with the training split's statistics.
 
+    Args:
+        seed: seeds the stratified 75/25 split.
     Returns:
         ``(x_train, y_train, x_test, y_test)``: features (N, 30) float32, labels
         (N, 1) float32 in {0, 1} (1 = benign), the shape BCELoss expects.
@@ -51,14 +53,9 @@ def load_data(seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray
         x, y, test_size=0.25, stratify=y, random_state=seed
     )
     mean, std = x_train.mean(axis=0), x_train.std(axis=0)
-    x_train, x_test = (x_train - mean) / std, (x_test - mean) / std
-    as_column = lambda labels: labels.astype(np.float32).reshape(-1, 1)  # noqa: E731
-    return (
-        x_train.astype(np.float32),
-        as_column(y_train),
-        x_test.astype(np.float32),
-        as_column(y_test),
-    )
+    x_train, x_test = (((x - mean) / std).astype(np.float32) for x in (x_train, x_test))
+    y_train, y_test = (y.astype(np.float32).reshape(-1, 1) for y in (y_train, y_test))
+    return x_train, y_train, x_test, y_test
 
 
 def save_figure(path: Path, train_losses: list[float], test_losses: list[float]) -> None:

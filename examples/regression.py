@@ -87,18 +87,16 @@ def main(argv: list[str] | None = None) -> int:
     # Standardise with the training split only; targets as (N, 1) columns, as the model outputs.
     x_mean, x_std = x_train.mean(axis=0), x_train.std(axis=0)
     y_mean, y_std = y_train.mean(), y_train.std()
-    to_features = lambda a: ((a - x_mean) / x_std).astype(np.float32)  # noqa: E731
-    to_target = lambda a: ((a - y_mean) / y_std).astype(np.float32).reshape(-1, 1)  # noqa: E731
+    x_train, x_test = (((x - x_mean) / x_std).astype(np.float32) for x in (x_train, x_test))
+    t_train, t_test = (
+        ((y - y_mean) / y_std).astype(np.float32).reshape(-1, 1) for y in (y_train, y_test)
+    )
 
     mininn.manual_seed(args.seed)
     model = mininn.Sequential(mininn.Linear(10, 16), mininn.Tanh(), mininn.Linear(16, 1))
     optimizer = mininn.optim.Adam(model.parameters(), lr=args.lr, weight_decay=args.weight_decay)
     loader = mininn.DataLoader(
-        to_features(x_train),
-        to_target(y_train),
-        batch_size=args.batch_size,
-        shuffle=True,
-        seed=args.seed,
+        x_train, t_train, batch_size=args.batch_size, shuffle=True, seed=args.seed
     )
     history = mininn.training.fit(
         model,
@@ -106,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         optimizer,
         loader,
         epochs=args.epochs,
-        val_data=(to_features(x_test), to_target(y_test)),
+        val_data=(x_test, t_test),
         progress=False,
     )
     print(
@@ -115,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     )
 
     # Back to the original units: progression = standardised prediction * std + mean.
-    y_pred = mininn.training.predict(model, to_features(x_test)) * np.float32(y_std)
+    y_pred = mininn.training.predict(model, x_test) * np.float32(y_std)
     y_pred += np.float32(y_mean)
     y_true = y_test.astype(np.float32).reshape(-1, 1)
     mse = mininn.MSELoss()(y_pred, y_true)
