@@ -262,6 +262,8 @@ def paired_bounds(
             "seconds": statistics.median(bounds[products]),
             "multiple": multiple,
             "outside_gemm_share": max(0.0, 1 - 1 / multiple["median"]),
+            # against the 5 products a step needs, whatever this framework does
+            "multiple_of_5": paired_ratio(times[name], bounds["5"]),
         }
     return result
 
