@@ -178,6 +178,11 @@ def markdown(results: dict) -> str:
     lines = [
         "# Training speed: mininn, PyTorch and scikit-learn",
         "",
+        *(
+            []
+            if results.get("complete")
+            else ["**Partial results: the run was interrupted or is still going.**", ""]
+        ),
         f"784-256-128-10 ReLU MLP (and with BatchNorm1d + Dropout(0.2), not in scikit-learn), "
         f"Adam(lr=1e-3), cross-entropy, float32; {s['dataset']}, first {s['samples']:,} training "
         f"images. {s['epochs']} timed epoch(s) after {s['warmup']} warm-up, each framework in its "

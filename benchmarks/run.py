@@ -30,6 +30,7 @@ import json
 import os
 import platform
 import selectors
+import signal
 import statistics
 import subprocess
 import sys
@@ -155,7 +156,7 @@ def paired_ratio(a: list[float], b: list[float]) -> dict:
     return {"median": statistics.median(ratios), "min": min(ratios), "max": max(ratios)}
 
 
-def run_config(
+def alternate(
     frameworks: Sequence[str],
     threads: int,
     blas_env: str,
@@ -441,7 +442,7 @@ def main(argv: list[str] | None = None) -> int:
             "timings will be noisy, 2-thread ones most"
         )
     kernel_vars_set = any(os.environ.get(name) for name in _common.KERNEL_ENV_VARS)
-    columns = {
+    opts.columns = columns = {
         "auto": ["as-set", "unset"] if kernel_vars_set else ["as-set"],
         "as-set": ["as-set"],
         "unset": ["unset"],
@@ -454,38 +455,57 @@ def main(argv: list[str] | None = None) -> int:
         "blas_columns": columns,
         "gemm": {},
         "runs": [],
+        "complete": False,
     }
-    for column in columns:
-        for threads in opts.threads:
-            log(f"[{column} t={threads}] GEMM products, one by one ...")
-            results["gemm"][f"{column}/{threads}"] = run_gemm(threads, column, opts)
-            for batch in opts.batch_sizes:
-                for variant in opts.variants:
-                    # scikit-learn's MLP has no BatchNorm or Dropout.
-                    frameworks = [
-                        f for f in opts.frameworks if variant == "plain" or f != "sklearn"
-                    ]
-                    profile = None
-                    if (threads, batch, variant) == PROFILED and column == columns[0]:
-                        if not (opts.no_profile or opts.quick):
-                            profile = out / "profile-mininn-b128-t1.txt"
-                    run = run_config(frameworks, threads, column, batch, variant, opts, profile)
-                    run.update(blas_env=column, threads=threads, batch_size=batch, variant=variant)
-                    results["runs"].append(run)
-    if not opts.no_prepare:
-        datasets = [opts.dataset] if opts.quick else ["fashion-mnist", "mnist"]
-        results["prepare"] = time_prepare(datasets, 1 if opts.quick else 3)
-    if opts.with_repro:
-        results["repro"] = time_repro()
-    results["wall_seconds"] = time.perf_counter() - start
-    (out / "results.json").write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
-    table = report.markdown(results)
-    (out / "results.md").write_text(table)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # save what we have, as on ^C
+    try:
+        for column in columns:
+            for threads in opts.threads:
+                log(f"[{column} t={threads}] GEMM products, one by one ...")
+                results["gemm"][f"{column}/{threads}"] = run_gemm(threads, column, opts)
+                for batch in opts.batch_sizes:
+                    for variant in opts.variants:
+                        run = run_config(opts, column, threads, batch, variant, out)
+                        results["runs"].append(run)
+                        save(results, out, start)  # an interrupted run keeps what it measured
+        if not opts.no_prepare:
+            datasets = [opts.dataset] if opts.quick else ["fashion-mnist", "mnist"]
+            results["prepare"] = time_prepare(datasets, 1 if opts.quick else 3)
+        if opts.with_repro:
+            results["repro"] = time_repro()
+        results["complete"] = True
+    except KeyboardInterrupt:
+        log("interrupted: the results so far are kept")
+    table = save(results, out, start)
     if out.resolve() == DEFAULT_OUT.resolve() and not opts.quick:
         report.update_readme(HERE / "README.md", table)
     print(table)
     log(f"wrote {out / 'results.json'} and results.md in {results['wall_seconds']:.0f} s")
-    return 0
+    return 0 if results["complete"] else 130
+
+
+def save(results: dict, out: Path, start: float) -> str:
+    """Write results.json and results.md; return the Markdown."""
+    results["wall_seconds"] = time.perf_counter() - start
+    (out / "results.json").write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
+    table = report.markdown(results)
+    (out / "results.md").write_text(table)
+    return table
+
+
+def run_config(
+    opts: argparse.Namespace, column: str, threads: int, batch: int, variant: str, out: Path
+) -> dict:
+    """Measure one configuration: every framework that has the variant, and the bound."""
+    # scikit-learn's MLP has no BatchNorm or Dropout.
+    frameworks = [f for f in opts.frameworks if variant == "plain" or f != "sklearn"]
+    profile = None
+    first_column = column == opts.columns[0]
+    if (threads, batch, variant) == PROFILED and first_column and not opts.quick:
+        profile = None if opts.no_profile else out / "profile-mininn-b128-t1.txt"
+    run = alternate(frameworks, threads, column, batch, variant, opts, profile)
+    run.update(blas_env=column, threads=threads, batch_size=batch, variant=variant)
+    return run
 
 
 if __name__ == "__main__":
