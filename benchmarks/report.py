@@ -280,4 +280,5 @@ def update_readme(path: Path, table: str) -> None:
     pattern = re.compile(re.escape(README_START) + ".*?" + re.escape(README_END), re.DOTALL)
     if pattern.search(text):
         body = table.split("\n", 1)[1]  # the README has its own title
+        body = re.sub(r"^(#+) ", r"#\1 ", body, flags=re.MULTILINE)  # nest under "Results"
         path.write_text(pattern.sub(lambda _: f"{README_START}\n{body}{README_END}", text))
