@@ -37,7 +37,15 @@ import mininn
 from mininn.data import DATASETS
 from pipeline import common
 from pipeline.common import StageError, run_stage
-from pipeline.train import HISTORY_COLUMNS, OPTIMIZERS, build, model_params, train_params, write_csv
+from pipeline.evaluate import classification_metrics
+from pipeline.train import (
+    HISTORY_COLUMNS,
+    build,
+    build_optimizer,
+    model_params,
+    train_params,
+    write_csv,
+)
 
 FORMAT = "mininn-baseline/1"
 METRIC_KEYS = ("test_accuracy", "test_loss", "val_accuracy", "val_loss", "macro_f1",
@@ -67,10 +75,7 @@ def run_twin(dataset: str, prepared: Path, model_p: dict, train_p: dict, threads
     x_test, y_test = common.read_prepared(prepared, "test", dtype)
     mininn.manual_seed(train_p["seed"])  # as train: the same initial weights
     model = build(dataset, model_p, dtype)
-    extra = {"momentum": train_p["momentum"]} if train_p["optimizer"] in ("sgd", "rmsprop") else {}
-    optimizer = OPTIMIZERS[train_p["optimizer"]](
-        model.parameters(), lr=train_p["lr"], weight_decay=train_p["weight_decay"], **extra
-    )
+    optimizer = build_optimizer(model, train_p)
     twin, loss_fn = to_torch(model), torch.nn.CrossEntropyLoss()
     loader = mininn.DataLoader(
         x_train, y_train, batch_size=train_p["batch_size"], shuffle=True, seed=train_p["seed"]
@@ -102,19 +107,6 @@ def run_twin(dataset: str, prepared: Path, model_p: dict, train_p: dict, threads
         "environment": {"torch_version": torch.__version__, "threads": torch.get_num_threads(),
                         "device": "cpu", "wall_seconds": time.perf_counter() - start},
     }  # fmt: skip
-
-
-def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, classes: Sequence[str]) -> dict:
-    """test_accuracy, macro_f1 and per_class_accuracy (recall by class name), as evaluate's."""
-    from sklearn.metrics import f1_score
-
-    matrix = mininn.metrics.confusion_matrix(y_true, y_pred, num_classes=len(classes))
-    per_class = np.diag(matrix) / np.maximum(matrix.sum(axis=1), 1)
-    return {
-        "test_accuracy": float(np.mean(y_pred == y_true)),
-        "macro_f1": float(f1_score(y_true, y_pred, average="macro")),
-        "per_class_accuracy": dict(zip(classes, per_class.tolist(), strict=True)),
-    }
 
 
 def _number(value: Any, where: str, path: Path, kind: type = float) -> float:

@@ -33,8 +33,21 @@ from pipeline.common import StageError, run_stage
 from pipeline.train import build, model_params
 
 
+def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, classes: Sequence[str]) -> dict:
+    """test_accuracy, macro_f1 and per_class_accuracy (recall by class name), as evaluate's."""
+    from sklearn.metrics import f1_score
+
+    matrix = mininn.metrics.confusion_matrix(y_true, y_pred, num_classes=len(classes))
+    per_class = np.diag(matrix) / np.maximum(matrix.sum(axis=1), 1)
+    return {
+        "test_accuracy": float(np.mean(y_pred == y_true)),
+        "macro_f1": float(f1_score(y_true, y_pred, average="macro")),
+        "per_class_accuracy": dict(zip(classes, per_class.tolist(), strict=True)),
+    }
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    from sklearn.metrics import classification_report, f1_score
+    from sklearn.metrics import classification_report
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", required=True, choices=sorted(DATASETS))
@@ -64,17 +77,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     y_pred = logits.argmax(axis=1)
     val = evaluate(model, loss_fn, x_val, y_val, metric="accuracy")
     matrix = confusion_matrix(y_test, y_pred, num_classes=len(classes))
-    per_class = np.diag(matrix) / np.maximum(matrix.sum(axis=1), 1)  # recall of each class
-    metrics = {
-        "test_accuracy": float(np.mean(y_pred == y_test)),
-        "test_loss": float(loss_fn(logits, y_test)),
-        "val_accuracy": val["accuracy"],
-        "val_loss": val["loss"],
-        "macro_f1": float(f1_score(y_test, y_pred, average="macro")),
-        "per_class_accuracy": dict(zip(classes, per_class.tolist(), strict=True)),
-        "train_seconds": float(sum(history["seconds"])),
-        "epochs": len(history["epoch"]),
-    }
+    metrics = classification_metrics(y_test, y_pred, classes)
+    metrics.update(
+        test_loss=float(loss_fn(logits, y_test)), val_accuracy=val["accuracy"],
+        val_loss=val["loss"], train_seconds=float(sum(history["seconds"])),
+        epochs=len(history["epoch"]),
+    )  # fmt: skip
     report = classification_report(
         y_test, y_pred, labels=range(len(classes)), target_names=classes, digits=4,
         zero_division=0,

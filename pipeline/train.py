@@ -88,6 +88,14 @@ def build(dataset: str, model_p: dict[str, Any], dtype: str) -> mininn.Sequentia
     )  # fmt: skip
 
 
+def build_optimizer(model: mininn.Module, train_p: dict[str, Any]) -> mininn.optim.Optimizer:
+    """The optimizer of ``train_p`` over ``model``'s parameters (momentum: sgd/rmsprop only)."""
+    extra = {"momentum": train_p["momentum"]} if train_p["optimizer"] in ("sgd", "rmsprop") else {}
+    return OPTIMIZERS[train_p["optimizer"]](
+        model.parameters(), lr=train_p["lr"], weight_decay=train_p["weight_decay"], **extra
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", required=True, choices=sorted(DATASETS))
@@ -101,10 +109,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     val_data = common.read_prepared(args.prepared, "val", train_p["dtype"])
     mininn.manual_seed(train_p["seed"])  # the initial weights depend on params only
     model = build(args.dataset, model_p, train_p["dtype"])
-    extra = {"momentum": train_p["momentum"]} if train_p["optimizer"] in ("sgd", "rmsprop") else {}
-    optimizer = OPTIMIZERS[train_p["optimizer"]](
-        model.parameters(), lr=train_p["lr"], weight_decay=train_p["weight_decay"], **extra
-    )
+    optimizer = build_optimizer(model, train_p)
     loader = mininn.DataLoader(
         x_train, y_train, batch_size=train_p["batch_size"], shuffle=True, seed=train_p["seed"]
     )
