@@ -72,10 +72,10 @@ class MininnTrainer:
         self.products_per_step = self._count_products(x[: args.batch_size], y[: args.batch_size])
 
     def _count_products(self, x: np.ndarray, y: np.ndarray) -> int:
-        """Run one step: 6 products if the first Linear returns its input gradient, else 5."""
+        """Run one step's backward as train_epoch does: 6 products if dL/dx comes back, else 5."""
         self.model.train()
         self.loss_fn(self.model(x), y)
-        grad_input = self.model.backward(self.loss_fn.backward())
+        grad_input = self.model.backward(self.loss_fn.backward(), input_grad=False)
         self.model.zero_grad()
         return 6 if grad_input is not None else 5
 

@@ -158,7 +158,21 @@ class Linear(Module):
         self._x = x
         return y
 
-    def backward(self, grad_output: np.ndarray) -> np.ndarray:
+    def backward(self, grad_output: np.ndarray, *, input_grad: bool = True) -> np.ndarray | None:
+        """Add dL/dweight = grad_output.T @ x and dL/dbias = sum_n grad_output to the
+        parameters' ``.grad``; return dL/dx = grad_output @ weight.
+
+        Args:
+            grad_output: dL/dy, shape (N, out_features), the layer's dtype.
+            input_grad: compute and return dL/dx. Default: True. False skips that
+                product (a third of the layer's backward work) and returns None: for
+                a first layer, whose input is data (PyTorch skips it too, because the
+                input tensor has ``requires_grad=False``).
+        Returns:
+            dL/dx, shape (N, in_features); None when ``input_grad`` is False.
+        Raises:
+            RuntimeError: called before forward().
+        """
         # dL/dW = g^T x, dL/db = sum_n g, dL/dx = g W
         if self._x is None:
             raise _backward_before_forward(self)
@@ -166,6 +180,8 @@ class Linear(Module):
             self.weight.grad += grad_output.T @ self._x
         if self.bias is not None and self.bias.requires_grad:
             self.bias.grad += grad_output.sum(axis=0)
+        if not input_grad:
+            return None
         return grad_output @ self.weight.data
 
     def extra_repr(self) -> str:

@@ -13,6 +13,8 @@ attribute registers it under that name, in insertion order.
 
 from __future__ import annotations
 
+import functools
+import inspect
 from collections import OrderedDict
 from collections.abc import Iterator
 from typing import Any
@@ -453,7 +455,42 @@ class Sequential(Module):
             x = module(x)
         return x
 
-    def backward(self, grad_output: np.ndarray) -> np.ndarray:
-        for module in reversed(self._modules.values()):
+    def backward(self, grad_output: np.ndarray, *, input_grad: bool = True) -> np.ndarray | None:
+        """Run the children's backward passes in reverse order; return dL/dx.
+
+        Args:
+            grad_output: dL/dy, the gradient of the loss with respect to the output.
+            input_grad: compute and return dL/dx. Default: True. With False the first
+                child is told so when its ``backward`` takes an ``input_grad`` keyword
+                (:class:`~mininn.layers.Linear`, a nested Sequential) and skips that
+                product, and None is returned; the parameter gradients are the same.
+                Training loops pass False: the input is data, as a PyTorch input
+                tensor with ``requires_grad=False``.
+        Returns:
+            dL/dx, the input's shape; None when ``input_grad`` is False.
+        Example:
+            >>> from mininn.layers import Linear
+            >>> model = Sequential(Linear(3, 2, dtype=np.float64))
+            >>> y = model(np.ones((4, 3)))
+            >>> model.backward(np.ones_like(y)).shape, model.backward(y, input_grad=False)
+            ((4, 3), None)
+        """
+        modules = list(self._modules.values())
+        if not modules:
+            return grad_output if input_grad else None
+        for module in reversed(modules[1:]):
             grad_output = module.backward(grad_output)
-        return grad_output
+        first = modules[0]
+        if input_grad:
+            return first.backward(grad_output)
+        if _takes_input_grad(type(first)):
+            first.backward(grad_output, input_grad=False)
+        else:
+            first.backward(grad_output)  # e.g. Dropout first: its dL/dx is dropped
+        return None
+
+
+@functools.cache
+def _takes_input_grad(cls: type) -> bool:
+    """Whether ``cls.backward`` accepts the ``input_grad`` keyword (looked up once per class)."""
+    return "input_grad" in inspect.signature(cls.backward).parameters

@@ -8,6 +8,10 @@ backward pass called explicitly because there is no autograd::
     loss = loss_fn(output, y_batch)
     model.backward(loss_fn.backward())
     optimizer.step()
+
+``train_epoch`` passes ``input_grad=False`` to the backward pass of a model that
+takes it (a Sequential): the input is data, so its gradient is skipped, as
+PyTorch skips it for an input tensor with ``requires_grad=False``.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ import numpy as np
 
 from mininn import metrics
 from mininn.dataloader import DataLoader
-from mininn.module import Module
+from mininn.module import Module, _takes_input_grad
 
 __all__ = ["History", "evaluate", "fit", "predict", "train_epoch"]
 
@@ -154,6 +158,8 @@ def train_epoch(
     """
     name, metric_fn = _resolve_metric(metric)
     model.train()
+    # The input is data: skip its gradient where the model can (PyTorch does too).
+    skip_input_grad = _takes_input_grad(type(model))
     total_loss = total_metric = 0.0
     seen = 0
     for batch, (x_batch, y_batch) in enumerate(loader, start=1):
@@ -166,7 +172,10 @@ def train_epoch(
                 f"loss became {loss} at epoch {epoch}, batch {batch}; lower the learning rate "
                 f"(lr={lr}) or standardise the inputs"
             )
-        model.backward(loss_fn.backward())
+        if skip_input_grad:
+            model.backward(loss_fn.backward(), input_grad=False)
+        else:
+            model.backward(loss_fn.backward())
         optimizer.step()
         n = len(x_batch)
         seen += n

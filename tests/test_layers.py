@@ -44,6 +44,20 @@ def test_linear_backward_accumulates(rng):
     np.testing.assert_allclose(layer.bias.grad, 2 * once[1], rtol=1e-12)
 
 
+@pytest.mark.parametrize("bias", [True, False], ids=["bias", "no_bias"])
+def test_linear_backward_without_input_grad_gives_same_parameter_grads(bias, rng):
+    layer = Linear(4, 3, bias=bias, dtype=np.float64)
+    x, g = rng.normal(size=(5, 4)), rng.normal(size=(5, 3))
+    layer(x)
+    grad_input = layer.backward(g)
+    with_input = [p.grad.copy() for p in layer.parameters()]
+    layer.zero_grad()
+    assert layer.backward(g, input_grad=False) is None
+    for param, expected in zip(layer.parameters(), with_input, strict=True):
+        np.testing.assert_array_equal(param.grad, expected)
+    np.testing.assert_allclose(grad_input, g @ layer.weight.data, rtol=1e-14)
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_linear_matches_torch(dtype, rng, assert_close):
     torch = pytest.importorskip("torch")

@@ -170,3 +170,53 @@ def test_sequential_backward_runs_in_reverse(rng):
     grad_input = model.backward(g)
     by_hand = model[0].backward(model[1].backward(model[2].backward(g)))
     np.testing.assert_allclose(grad_input, by_hand, rtol=1e-14)
+
+
+def _param_grads(model: Module) -> list[np.ndarray]:
+    return [p.grad.copy() for p in model.parameters()]
+
+
+@pytest.mark.parametrize(
+    "make_model",
+    [
+        lambda: Sequential(Linear(4, 3, dtype=np.float64), ReLU(), Linear(3, 2, dtype=np.float64)),
+        lambda: Sequential(
+            Sequential(Linear(4, 3, dtype=np.float64), ReLU()), Linear(3, 2, dtype=np.float64)
+        ),
+        lambda: Sequential(Dropout(0.0), Linear(4, 2, dtype=np.float64)),
+        lambda: Sequential(BatchNorm1d(4, dtype=np.float64), Linear(4, 2, dtype=np.float64)),
+    ],
+    ids=["linear_first", "nested_sequential_first", "dropout_first", "batchnorm_first"],
+)
+def test_sequential_backward_without_input_grad(make_model, rng):
+    model = make_model()
+    x, g = rng.normal(size=(5, 4)), rng.normal(size=(5, 2))
+    model(x)
+    grad_input = model.backward(g)
+    assert grad_input.shape == x.shape
+    with_input = _param_grads(model)
+    model.zero_grad()
+    assert model.backward(g, input_grad=False) is None
+    for actual, expected in zip(_param_grads(model), with_input, strict=True):
+        np.testing.assert_array_equal(actual, expected)
+
+
+def test_sequential_backward_without_input_grad_skips_first_linear_product(rng, monkeypatch):
+    model = Sequential(Linear(4, 3, dtype=np.float64), ReLU(), Linear(3, 2, dtype=np.float64))
+    model(rng.normal(size=(5, 4)))
+    calls = []
+    original = Linear.backward
+
+    def spy(self, grad_output, *, input_grad=True):
+        calls.append(input_grad)
+        return original(self, grad_output, input_grad=input_grad)
+
+    monkeypatch.setattr(Linear, "backward", spy)
+    model.backward(rng.normal(size=(5, 2)), input_grad=False)
+    assert calls == [True, False]  # the last layer still passes dL/dx on; the first skips it
+
+
+def test_empty_sequential_backward_without_input_grad():
+    g = np.ones((2, 3))
+    assert Sequential().backward(g) is g
+    assert Sequential().backward(g, input_grad=False) is None
