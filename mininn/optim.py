@@ -480,17 +480,18 @@ class Adam(Optimizer):
         exp_avg_sq += np.multiply(np.multiply(g, 1 - beta2, out=tmp), g, out=tmp)
         bias_correction1 = 1 - beta1**t
         bias_correction2_sqrt = (1 - beta2**t) ** 0.5
-        step_size = lr / bias_correction1
         if group["amsgrad"]:
             max_exp_avg_sq = run.state("max_exp_avg_sq")  # v_max ← max(v_max, v)
             np.maximum(max_exp_avg_sq, exp_avg_sq, out=max_exp_avg_sq)
             np.sqrt(max_exp_avg_sq, out=denom)
         else:
             np.sqrt(exp_avg_sq, out=denom)
-        denom /= bias_correction2_sqrt  # sqrt(v) / sqrt(1 − β2^t) + ε
-        denom += eps
-        np.multiply(exp_avg, -step_size, out=tmp)  # θ ← θ − γ / (1 − β1^t) · m / denom
-        tmp /= denom
+        # θ ← θ − γ / (1 − β1^t) · m / (sqrt(v) / sqrt(1 − β2^t) + ε), with the scalar
+        # sqrt(1 − β2^t) moved out of the denominator to save a pass over the buffers:
+        # θ ← θ − (γ sqrt(1 − β2^t) / (1 − β1^t)) · m / (sqrt(v) + ε sqrt(1 − β2^t)).
+        denom += eps * bias_correction2_sqrt
+        np.divide(exp_avg, denom, out=tmp)
+        tmp *= -lr * bias_correction2_sqrt / bias_correction1
         run.param += tmp
 
 
