@@ -336,8 +336,37 @@ def time_prepare(datasets: Sequence[str], repeats: int) -> dict:
             command += ["--out", str(out), "--report", str(out / "data_report.json")]
             results[name] = time_command(command, repeats, REPO_ROOT)
             results[name]["command"] = ["python", "pipeline/prepare.py", *command[2:4]]
+            if results[name]["status"] == "ok":
+                results[name]["in_process"] = time_prepare_in_process(command[2:], repeats)
             log(f"prepare {name}: {results[name].get('median_s', results[name]['status'])}")
     return results
+
+
+# prepare.main() timed after its imports (lazy ones included), in a fresh process:
+# the stage's own work, apart from Python's start and the imports.
+_PREPARE_IN_PROCESS = """
+import sys, time
+sys.path.insert(0, ".")
+import matplotlib.backends.backend_agg, matplotlib.figure, pyarrow.parquet
+import sklearn.model_selection
+from pipeline import prepare
+start = time.perf_counter()
+prepare.main(sys.argv[1:])
+print(time.perf_counter() - start)
+"""
+
+
+def time_prepare_in_process(argv: list[str], repeats: int) -> dict:
+    """Seconds of ``prepare.main(argv)`` alone (imports done first), median of ``repeats``."""
+    seconds = []
+    for _ in range(repeats):
+        command = [sys.executable, "-c", _PREPARE_IN_PROCESS, *argv]
+        done = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            return {"status": "failed", "stderr_tail": done.stderr[-2000:]}
+        seconds.append(float(done.stdout.strip().splitlines()[-1]))
+    return {"status": "ok", "median_s": statistics.median(seconds), "min_s": min(seconds),
+            "max_s": max(seconds), "runs": repeats}  # fmt: skip
 
 
 def time_repro() -> dict:
