@@ -18,7 +18,6 @@ from __future__ import annotations
 import copy
 import inspect
 import math
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -28,7 +27,7 @@ from mininn import activations, layers, losses
 from mininn._rng import default_rng
 from mininn.dataloader import DataLoader
 from mininn.module import Module, Sequential
-from mininn.training import History, Metric, _progress_bar, _resolve_metric
+from mininn.training import History, Metric, _resolve_metric, run_epochs
 
 __all__ = [
     "fit_torch",
@@ -407,48 +406,21 @@ def fit_torch(
         (80, True)
     """
     torch = _torch()
-    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
-        raise ValueError(f"fit_torch: epochs must be a positive integer, got {epochs!r}")
-    if patience is not None and val_data is None:
-        raise ValueError(
-            "fit_torch: early stopping (patience) needs val_data to watch the val_loss"
-        )
     name, metric_fn = _resolve_metric(metric)
-    history = History()
-    best_loss, best_state, waited = math.inf, None, 0
-    for epoch in range(1, epochs + 1):
-        bar = _progress_bar(len(train_loader), f"{desc} epoch {epoch}/{epochs}".strip(), progress)
-        start = time.perf_counter()
-        try:
-            train_loss, train_metric = _train_epoch_torch(
-                model, loss_fn, optimizer, train_loader, metric_fn, epoch, history, bar, torch
-            )
-        finally:
-            if bar is not None:
-                bar.close()
-        row: dict[str, float] = {"epoch": epoch, "train_loss": train_loss}
-        if name is not None:
-            row[f"train_{name}"] = train_metric
-        row["seconds"] = time.perf_counter() - start
-        if val_data is not None:
-            val = _evaluate_torch(model, loss_fn, *val_data, name, metric_fn, torch)
-            row["val_loss"] = val["loss"]
-            if name is not None:
-                row[f"val_{name}"] = val[name]
-        history.epochs.append(row)
-        if on_epoch_end is not None:
-            on_epoch_end(row)
-        if val_data is None:
-            continue
-        if row["val_loss"] < best_loss - min_delta:
-            best_loss, waited, history.best_epoch = row["val_loss"], 0, epoch
-            if patience is not None and restore_best:
-                best_state = copy.deepcopy(model.state_dict())
-        else:
-            waited += 1
-            if patience is not None and waited >= patience:
-                history.stopped_early = True
-                break
-    if best_state is not None and history.stopped_early:
-        model.load_state_dict(best_state)
-    return history
+
+    def run_epoch(epoch: int, history: History, bar: Any) -> dict[str, float]:
+        loss, value = _train_epoch_torch(
+            model, loss_fn, optimizer, train_loader, metric_fn, epoch, history, bar, torch
+        )
+        return {"loss": loss} if name is None else {"loss": loss, name: value}
+
+    def validate() -> dict[str, float]:
+        return _evaluate_torch(model, loss_fn, *val_data, name, metric_fn, torch)
+
+    return run_epochs(
+        run_epoch, validate if val_data is not None else None,
+        lambda: copy.deepcopy(model.state_dict()), model.load_state_dict, epochs=epochs,
+        n_batches=len(train_loader), metric_name=name, patience=patience, min_delta=min_delta,
+        restore_best=restore_best, progress=progress, desc=desc, on_epoch_end=on_epoch_end,
+        where="fit_torch",
+    )  # fmt: skip

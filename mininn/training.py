@@ -28,7 +28,7 @@ from mininn import metrics
 from mininn.dataloader import DataLoader
 from mininn.module import Module, _takes_input_grad
 
-__all__ = ["History", "evaluate", "fit", "predict", "train_epoch"]
+__all__ = ["History", "evaluate", "fit", "predict", "run_epochs", "train_epoch"]
 
 Metric = Callable[[np.ndarray, np.ndarray], float]
 
@@ -260,22 +260,71 @@ def fit(
         >>> history.epochs[-1]["train_accuracy"] > 0.9
         True
     """
-    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
-        raise ValueError(f"fit: epochs must be a positive integer, got {epochs!r}")
-    if patience is not None and val_data is None:
-        raise ValueError("fit: early stopping (patience) needs val_data to watch the val_loss")
     name, _ = _resolve_metric(metric)
+
+    def run_epoch(epoch: int, history: History, bar: Any) -> dict[str, float]:
+        return train_epoch(
+            model, loss_fn, optimizer, train_loader, metric=metric, epoch=epoch,
+            step_losses=history.step_losses, progress=bar,
+        )  # fmt: skip
+
+    def validate() -> dict[str, float]:
+        return evaluate(model, loss_fn, *val_data, metric=metric)
+
+    return run_epochs(
+        run_epoch, validate if val_data is not None else None, model.state_dict,
+        model.load_state_dict, epochs=epochs, n_batches=len(train_loader), metric_name=name,
+        patience=patience, min_delta=min_delta, restore_best=restore_best, progress=progress,
+        desc=desc, on_epoch_end=on_epoch_end, where="fit",
+    )  # fmt: skip
+
+
+def run_epochs(
+    run_epoch: Callable[[int, History, Any], dict[str, float]],
+    validate: Callable[[], dict[str, float]] | None,
+    snapshot: Callable[[], Any],
+    restore: Callable[[Any], Any],
+    *,
+    epochs: int,
+    n_batches: int,
+    metric_name: str | None = None,
+    patience: int | None = None,
+    min_delta: float = 0.0,
+    restore_best: bool = True,
+    progress: bool = True,
+    desc: str = "",
+    on_epoch_end: Callable[[dict[str, float]], None] | None = None,
+    where: str = "fit",
+) -> History:
+    """The epoch loop of :func:`fit`, for any framework: history rows, timing, early stopping.
+
+    :func:`fit` and :func:`mininn.interop.fit_torch` differ only in the callables
+    they pass, so the two histories are built by the same lines.
+
+    Args:
+        run_epoch: ``(epoch, history, progress_bar) -> {"loss", <metric_name>}``; trains
+            one epoch and appends each step's loss to ``history.step_losses``.
+        validate: ``() -> {"loss", <metric_name>}`` in eval mode, or None.
+        snapshot, restore: take and put back the model's weights (early stopping).
+        n_batches: batches per epoch (the progress bar's length).
+        where: the caller's name, for error messages.
+        The other arguments are :func:`fit`'s.
+    Raises:
+        ValueError: ``epochs`` < 1, or ``patience`` without validation.
+    """
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+        raise ValueError(f"{where}: epochs must be a positive integer, got {epochs!r}")
+    if patience is not None and validate is None:
+        raise ValueError(f"{where}: early stopping (patience) needs val_data to watch the val_loss")
+    name = metric_name
     history = History()
     best_loss, best_state, waited = math.inf, None, 0
     for epoch in range(1, epochs + 1):
         label = f"{desc} epoch {epoch}/{epochs}".strip()
-        bar = _progress_bar(len(train_loader), label, progress)
+        bar = _progress_bar(n_batches, label, progress)
         start = time.perf_counter()
         try:
-            train = train_epoch(
-                model, loss_fn, optimizer, train_loader, metric=metric, epoch=epoch,
-                step_losses=history.step_losses, progress=bar,
-            )  # fmt: skip
+            train = run_epoch(epoch, history, bar)
         finally:
             if bar is not None:
                 bar.close()
@@ -283,25 +332,25 @@ def fit(
         if name is not None:
             row[f"train_{name}"] = train[name]
         row["seconds"] = time.perf_counter() - start
-        if val_data is not None:
-            val = evaluate(model, loss_fn, *val_data, metric=metric)
+        if validate is not None:
+            val = validate()
             row["val_loss"] = val["loss"]
             if name is not None:
                 row[f"val_{name}"] = val[name]
         history.epochs.append(row)
         if on_epoch_end is not None:
             on_epoch_end(row)
-        if val_data is None:
+        if validate is None:
             continue
         if row["val_loss"] < best_loss - min_delta:
             best_loss, waited, history.best_epoch = row["val_loss"], 0, epoch
             if patience is not None and restore_best:
-                best_state = model.state_dict()
+                best_state = snapshot()
         else:
             waited += 1
             if patience is not None and waited >= patience:
                 history.stopped_early = True
                 break
     if best_state is not None and history.stopped_early:
-        model.load_state_dict(best_state)
+        restore(best_state)
     return history
