@@ -9,8 +9,10 @@ MININN_INIT_MAP     variant of the activation-aware default      normal
 MININN_DATA_DIR     first folder searched for the IDX datasets   (unset)
 =================== ============================================ =========
 
-The values are read when this module is first imported; assign the module's
-attributes (``mininn.config.INIT_MAP = "uniform"``) to change them at run time.
+``LOG_LEVEL`` and ``INIT_MAP`` are read when this module is first imported;
+assign the module's attributes (``mininn.config.INIT_MAP = "uniform"``) to change
+them at run time. The data folder is read at each call of :func:`data_dir`, so a
+process that sets ``MININN_DATA_DIR`` later is still heard.
 """
 
 from __future__ import annotations
@@ -33,7 +35,12 @@ def _read_choice(variable: str, default: str, choices: tuple[str, ...]) -> str:
 
 LOG_LEVEL: str = _read_choice("MININN_LOG_LEVEL", "WARNING", _LEVELS)
 INIT_MAP: str = _read_choice("MININN_INIT_MAP", "normal", ("normal", "uniform"))
-DATA_DIR: str | None = os.environ.get("MININN_DATA_DIR") or None
+DATA_DIR_ENV = "MININN_DATA_DIR"
+
+
+def data_dir() -> str | None:
+    """The folder named by ``MININN_DATA_DIR``, or None when it is unset or empty."""
+    return os.environ.get(DATA_DIR_ENV) or None
 
 
 def get_logger(name: str = "mininn") -> logging.Logger:

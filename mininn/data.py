@@ -42,6 +42,8 @@ from types import MappingProxyType
 
 import numpy as np
 
+from mininn import config
+
 __all__ = [
     "DATASETS",
     "DATA_DIR_ENV",
@@ -54,7 +56,8 @@ __all__ = [
     "read_idx",
 ]
 
-DATA_DIR_ENV = "MININN_DATA_DIR"
+DATA_DIR_ENV = config.DATA_DIR_ENV
+_log = config.get_logger("mininn.data")
 """Name of the environment variable that points at a local copy of the datasets."""
 
 _PROJECT_ROOT = Path(__file__).resolve().parents[1]
@@ -342,7 +345,7 @@ def default_sources(dataset: str | DatasetInfo) -> list[str | Path]:
     """
     info = get_dataset(dataset)
     sources: list[str | Path] = []
-    env = os.environ.get(DATA_DIR_ENV)
+    env = config.data_dir()
     if env:
         sources.append(Path(env).expanduser())
     sources.append(_PROJECT_ROOT.parent / "shared" / "datasets")
@@ -440,8 +443,10 @@ def _obtain(
                 continue
             problem = _check(data, expected)
             if problem is None:
+                _log.info("%s: %s from %s", info.name, file, url)
                 return data, problems
             problems.append(f"{url}: {problem}")
+            _log.warning("%s: %s: %s; trying the next source", info.name, url, problem)
             continue
         folder = Path(source)
         if not folder.is_dir():
@@ -457,11 +462,14 @@ def _obtain(
                 data = _read_bytes(path)
             except (OSError, EOFError, zlib.error) as exc:
                 problems.append(f"{path}: unreadable: {exc}")
+                _log.warning("%s: %s: unreadable (%s); next source", info.name, path, exc)
                 continue
             problem = _check(data, expected)
             if problem is None:
+                _log.info("%s: %s from %s", info.name, file, path)
                 return data, problems
             problems.append(f"{path}: {problem}")
+            _log.warning("%s: %s: %s; trying the next source", info.name, path, problem)
     return None, problems
 
 

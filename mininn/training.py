@@ -24,13 +24,14 @@ from typing import Any
 
 import numpy as np
 
-from mininn import metrics
+from mininn import config, metrics
 from mininn.dataloader import DataLoader
 from mininn.module import Module, _takes_input_grad
 
 __all__ = ["History", "evaluate", "fit", "predict", "run_epochs", "train_epoch"]
 
 Metric = Callable[[np.ndarray, np.ndarray], float]
+_log = config.get_logger("mininn.training")
 
 
 def _accuracy_from_scores(y_true: np.ndarray, output: np.ndarray) -> float:
@@ -338,6 +339,8 @@ def run_epochs(
             if name is not None:
                 row[f"val_{name}"] = val[name]
         history.epochs.append(row)
+        _log.info("%s epoch %d/%d: %s", desc or where, epoch, epochs,
+                  ", ".join(f"{k}={v:.4g}" for k, v in row.items() if k != "epoch"))  # fmt: skip
         if on_epoch_end is not None:
             on_epoch_end(row)
         if validate is None:
