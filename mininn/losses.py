@@ -161,7 +161,8 @@ class CrossEntropyLoss(_Loss):
         if target.dtype.kind not in "iu":
             raise TypeError(
                 f"CrossEntropyLoss: expected target of integer class indices, got dtype "
-                f"{target.dtype}; if these are labels, pass target.astype(np.int64)"
+                f"{target.dtype}; if these are labels, pass target.astype(np.int64); "
+                "if they are one-hot rows, pass target.argmax(axis=1)"
             )
         if target.shape != (N,):
             raise ValueError(

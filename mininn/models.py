@@ -50,13 +50,19 @@ def make_mlp(
     Returns:
         A :class:`~mininn.Sequential`.
     Raises:
-        ValueError: a size is not a positive integer, an unknown activation, or
+        ValueError: a size is not a positive integer, ``hidden_sizes`` is not a list,
+            an unknown activation, or
             ``dropout`` outside [0, 1).
     Example:
         >>> model = make_mlp(784, [256, 128], 10, batch_norm=True)
         >>> [name for name, _ in model.named_parameters()][:4]
         ['0.weight', '0.bias', '1.weight', '1.bias']
     """
+    if isinstance(hidden_sizes, (str, bytes)) or not isinstance(hidden_sizes, Sequence):
+        raise ValueError(
+            "make_mlp: hidden_sizes must be a list of positive integers, e.g. [256, 128] "
+            f"(or [] for none), got {hidden_sizes!r}"
+        )
     sizes = {"in_features": in_features, "out_features": out_features}
     sizes.update({f"hidden_sizes[{i}]": size for i, size in enumerate(hidden_sizes)})
     for name, size in sizes.items():

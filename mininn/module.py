@@ -16,7 +16,7 @@ from __future__ import annotations
 import functools
 import inspect
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import numpy as np
@@ -336,9 +336,16 @@ class Module:
         Returns:
             ``(missing_keys, unexpected_keys)``, as PyTorch's ``_IncompatibleKeys``.
         Raises:
+            TypeError: ``state_dict`` is not a mapping (e.g. a file name).
             RuntimeError: one error listing every problem: missing or unexpected
                 keys (when ``strict``), and shape mismatches (always).
         """
+        if not isinstance(state_dict, Mapping):
+            hint = "; to read a file, pass mininn.load(path)" if isinstance(state_dict, str) else ""
+            raise TypeError(
+                f"{type(self).__name__}.load_state_dict: expected a mapping of names to arrays, "
+                f"got {type(state_dict).__name__}{hint}"
+            )
         targets: dict[str, tuple[Module, str, bool]] = {}
         for prefix, module in self.named_modules():
             dot = f"{prefix}." if prefix else ""

@@ -300,6 +300,11 @@ def _floats(group: dict, *names: str) -> tuple[float, ...]:
 
 
 def _check_non_negative(name: str, what: str, value: float) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise TypeError(
+            f"Invalid {what}: {value!r} ({type(value).__name__}); {name} expects a number, "
+            "e.g. 0.001 (a YAML 1e-3 is read as a string: write 0.001 or 1.0e-3)"
+        )
     if not 0.0 <= value:
         raise ValueError(f"Invalid {what}: {value}; {name} expects a value >= 0")
 

@@ -81,6 +81,9 @@ def save(state_dict: Mapping[str, Any], path: str | os.PathLike) -> None:
                         np.lib.format.write_array(member, array, allow_pickle=False)
             file.flush()
             os.fsync(file.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp_path, 0o666 & ~umask)  # as open() would create it; mkstemp gives 0600
         os.replace(tmp_path, path)
     except BaseException:
         if os.path.exists(tmp_path):

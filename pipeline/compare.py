@@ -123,7 +123,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                          f"params: {', '.join(baseline['params_mismatch'])}.")  # fmt: skip
         if baseline["params"]["model"].get("dropout", 0):
             notes.append(f"- {dataset}: with Dropout, each framework draws its own masks: the "
-                         "differences are statistical, not only floating point.")  # fmt: skip
+                         "differences are statistical, not only floating point; the per-step "
+                         "relative difference then measures the noise of steps whose loss is "
+                         "near zero, and is meaningful only without Dropout (floating point: "
+                         "below 1e-9 in float64).")  # fmt: skip
 
     png, markdown = figure(histories), table(summary, notes)  # everything computed first
     common.write_json(args.out / "comparison.json", summary)
