@@ -106,3 +106,17 @@ def write_tiny_dataset(
 def tiny_dataset_info(name: str, digests: dict[str, str]) -> DatasetInfo:
     """The registry entry ``name`` with the digests of tiny files and no URLs."""
     return dataclasses.replace(DATASETS[name], sha256=digests, urls=())
+
+
+def write_prepared(folder: Path, n_train: int, n_val: int, n_test: int, seed: int = 5) -> Path:
+    """A tiny output of ``prepare`` in ``folder``: train/val/test Parquet splits and
+    the training split's normalisation statistics (stats.json)."""
+    from pipeline import common  # the stage helpers write the real format
+
+    images, labels = tiny_arrays(n_train + n_val + n_test, seed=seed)
+    bounds = {"train": (0, n_train), "val": (n_train, n_train + n_val)}
+    bounds["test"] = (n_train + n_val, len(labels))
+    for split, (lo, hi) in bounds.items():
+        common.write_split(folder / f"{split}.parquet", images[lo:hi], labels[lo:hi])
+    common.write_json(folder / common.STATS_FILE, common.pixel_stats(images[:n_train]))
+    return folder

@@ -14,9 +14,9 @@ import sys
 import numpy as np
 import pytest
 import yaml
-from _idx import tiny_arrays
+from _idx import write_prepared
 
-from pipeline import baseline, common, compare, evaluate, train
+from pipeline import baseline, compare, evaluate, train
 from pipeline.common import StageError
 
 DATASET = "fashion-mnist"
@@ -46,14 +46,7 @@ def write_params(path, **sections):
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory):
     """A tiny prepared folder: train/val/test Parquet splits and stats.json."""
-    folder = tmp_path_factory.mktemp("prepared")
-    images, labels = tiny_arrays(N_TRAIN + N_VAL + N_TEST, seed=5)
-    bounds = {"train": (0, N_TRAIN), "val": (N_TRAIN, N_TRAIN + N_VAL)}
-    bounds["test"] = (N_TRAIN + N_VAL, len(labels))
-    for split, (lo, hi) in bounds.items():
-        common.write_split(folder / f"{split}.parquet", images[lo:hi], labels[lo:hi])
-    common.write_json(folder / common.STATS_FILE, common.pixel_stats(images[:N_TRAIN]))
-    return folder
+    return write_prepared(tmp_path_factory.mktemp("prepared"), N_TRAIN, N_VAL, N_TEST)
 
 
 def run_baseline(prepared, params, out):
