@@ -52,33 +52,46 @@ def _torch():
     return torch
 
 
+# Both libraries name these layers, and their constructor attributes, alike: a layer
+# is rebuilt in the other library from its class name and these arguments.
+_LAYER_ARGUMENTS: dict[str, Callable[[Any], tuple[tuple, dict]]] = {
+    "Linear": lambda m: ((m.in_features, m.out_features), {"bias": m.bias is not None}),
+    "BatchNorm1d": lambda m: ((m.num_features,), {
+        "eps": m.eps, "momentum": m.momentum, "affine": m.affine,
+        "track_running_stats": m.track_running_stats}),
+    "Dropout": lambda m: ((m.p,), {}),
+    "LeakyReLU": lambda m: ((m.negative_slope,), {}),
+    "Softmax": lambda m: ((), {"dim": -1 if m.dim is None else m.dim}),
+    "Identity": lambda m: ((), {}),
+    "ReLU": lambda m: ((), {}),
+    "Sigmoid": lambda m: ((), {}),
+    "Tanh": lambda m: ((), {}),
+}  # fmt: skip
+_MININN_LAYERS: dict[str, type[Module]] = {
+    name: getattr(layers, name, None) or getattr(activations, name) for name in _LAYER_ARGUMENTS
+}
+
+
+def _rebuild(layer: Any, classes: Callable[[str], Any], sequential: Callable[[list], Any],
+             where: str, library: str) -> Any:  # fmt: skip
+    """The same architecture in the other library: ``classes(name)`` gives its layer class."""
+    name = type(layer).__name__
+    if name == "Sequential":
+        return sequential([_rebuild(child, classes, sequential, where, library) for child in layer])
+    if name not in _LAYER_ARGUMENTS:
+        raise TypeError(
+            f"{where}: no {library} equivalent known for {name}; supported: Sequential, "
+            f"{', '.join(_LAYER_ARGUMENTS)}"
+        )
+    args, kwargs = _LAYER_ARGUMENTS[name](layer)
+    return classes(name)(*args, **kwargs)
+
+
 def _torch_layer(layer: Module, torch: Any) -> Any:
-    nn = torch.nn
-    if isinstance(layer, layers.Linear):
-        return nn.Linear(layer.in_features, layer.out_features, bias=layer.bias is not None)
-    if isinstance(layer, layers.BatchNorm1d):
-        return nn.BatchNorm1d(
-            layer.num_features, eps=layer.eps, momentum=layer.momentum, affine=layer.affine,
-            track_running_stats=layer.track_running_stats,
-        )  # fmt: skip
-    if isinstance(layer, layers.Dropout):
-        return nn.Dropout(layer.p)
-    if isinstance(layer, activations.LeakyReLU):
-        return nn.LeakyReLU(layer.negative_slope)
-    if isinstance(layer, activations.Softmax):
-        return nn.Softmax(dim=layer.dim)
-    simple = {layers.Identity: nn.Identity, activations.ReLU: nn.ReLU,
-              activations.Sigmoid: nn.Sigmoid, activations.Tanh: nn.Tanh}  # fmt: skip
-    for mininn_type, torch_type in simple.items():
-        if isinstance(layer, mininn_type):
-            return torch_type()
-    if isinstance(layer, Sequential):
-        return nn.Sequential(*(_torch_layer(child, torch) for child in layer))
-    raise TypeError(
-        f"to_torch: no PyTorch equivalent known for {type(layer).__name__}; supported: "
-        "Sequential, Linear, BatchNorm1d, Dropout, Identity, ReLU, LeakyReLU, Sigmoid, Tanh, "
-        "Softmax"
-    )
+    def sequential(children: list) -> Any:
+        return torch.nn.Sequential(*children)
+
+    return _rebuild(layer, lambda name: getattr(torch.nn, name), sequential, "to_torch", "PyTorch")
 
 
 def to_torch(model: Module) -> Any:
@@ -113,36 +126,15 @@ def to_torch(model: Module) -> Any:
     return twin
 
 
+def _append_all(children: list[Module]) -> Sequential:
+    converted = Sequential()  # append() keeps the copied weights (no default init)
+    for child in children:
+        converted.append(child)
+    return converted
+
+
 def _mininn_layer(layer: Any, torch: Any) -> Module:
-    nn = torch.nn
-    if isinstance(layer, nn.Linear):
-        return layers.Linear(layer.in_features, layer.out_features, bias=layer.bias is not None)
-    if isinstance(layer, nn.BatchNorm1d):
-        return layers.BatchNorm1d(
-            layer.num_features, eps=layer.eps, momentum=layer.momentum, affine=layer.affine,
-            track_running_stats=layer.track_running_stats,
-        )  # fmt: skip
-    if isinstance(layer, nn.Dropout):
-        return layers.Dropout(layer.p)
-    if isinstance(layer, nn.LeakyReLU):
-        return activations.LeakyReLU(layer.negative_slope)
-    if isinstance(layer, nn.Softmax):
-        return activations.Softmax(dim=layer.dim if layer.dim is not None else -1)
-    simple = {nn.Identity: layers.Identity, nn.ReLU: activations.ReLU,
-              nn.Sigmoid: activations.Sigmoid, nn.Tanh: activations.Tanh}  # fmt: skip
-    for torch_type, mininn_type in simple.items():
-        if isinstance(layer, torch_type):
-            return mininn_type()
-    if isinstance(layer, nn.Sequential):
-        converted = Sequential()  # append() keeps the copied weights (no default init)
-        for child in layer:
-            converted.append(_mininn_layer(child, torch))
-        return converted
-    raise TypeError(
-        f"from_torch: no mininn equivalent known for {type(layer).__name__}; supported: "
-        "nn.Sequential, Linear, BatchNorm1d, Dropout, Identity, ReLU, LeakyReLU, Sigmoid, "
-        "Tanh, Softmax"
-    )
+    return _rebuild(layer, _MININN_LAYERS.__getitem__, _append_all, "from_torch", "mininn")
 
 
 def from_torch(model: Any) -> Module:
