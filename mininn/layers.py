@@ -177,9 +177,9 @@ class Linear(Module):
         if self._x is None:
             raise _backward_before_forward(self)
         if self.weight.requires_grad:
-            self.weight.grad += grad_output.T @ self._x
+            self.weight.add_grad(np.matmul, grad_output.T, self._x)
         if self.bias is not None and self.bias.requires_grad:
-            self.bias.grad += grad_output.sum(axis=0)
+            self.bias.add_grad(np.sum, grad_output, axis=0)
         if not input_grad:
             return None
         return grad_output @ self.weight.data

@@ -16,7 +16,7 @@ from __future__ import annotations
 import functools
 import inspect
 from collections import OrderedDict
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import numpy as np
@@ -46,7 +46,9 @@ class Parameter:
         data: ndarray, the values. Layers read it at every call and update it in
             place, so views taken by an optimizer stay valid.
         grad: ndarray of ``data``'s shape and dtype, zeros until a backward pass
-            accumulates into it.
+            accumulates into it. After :meth:`zero_grad` it reads as zeros, and the
+            next backward writes its gradient instead of adding it (see
+            :meth:`add_grad`).
     Note:
         Hashing is by identity (there is no ``__eq__``): optimizers key their
         per-parameter state by the object.
@@ -66,7 +68,9 @@ class Parameter:
         else:
             array = np.array(data, dtype=_float_dtype(dtype), copy=True)
         self.data: np.ndarray = array
-        self.grad: np.ndarray = np.zeros_like(array)
+        self._grad: np.ndarray = np.zeros_like(array)
+        # True while _grad holds stale values that stand for zeros (after zero_grad).
+        self._grad_zeroed = False
         self.requires_grad = bool(requires_grad)
         # Set by mininn.init when a user initialises this array explicitly, so that
         # Sequential's activation-aware default leaves it alone.
@@ -84,9 +88,57 @@ class Parameter:
     def size(self) -> int:
         return self.data.size
 
+    @property
+    def grad(self) -> np.ndarray:
+        self._fill_zeroed_grad()
+        return self._grad
+
+    @grad.setter
+    def grad(self, value: np.ndarray) -> None:
+        self._grad = value
+        self._grad_zeroed = False
+
     def zero_grad(self) -> None:
-        """Set ``grad`` to zeros, in place."""
-        self.grad.fill(0)
+        """Make ``grad`` zeros.
+
+        The array is only marked, not written: it is filled with zeros when next
+        read, unless the next backward writes the gradient into it first
+        (:meth:`add_grad`). This saves a pass over every gradient per step and a
+        temporary per layer, as PyTorch's ``zero_grad(set_to_none=True)`` (its
+        default) lets the next backward assign ``.grad`` instead of adding to it.
+        """
+        self._grad_zeroed = True
+
+    def add_grad(self, op: Callable[..., np.ndarray], *args: Any, **kwargs: Any) -> None:
+        """``grad += op(*args, **kwargs)``, for a layer's backward.
+
+        After :meth:`zero_grad` the result is computed straight into ``grad``
+        (``op(*args, out=grad, **kwargs)``) instead of into a temporary that is then
+        added to zeros: same values, one array and one pass fewer.
+
+        Args:
+            op: a NumPy function with an ``out=`` argument whose result has
+                ``grad``'s shape, e.g. ``np.matmul`` or ``np.sum``.
+            args, kwargs: its arguments.
+        Example:
+            >>> p = Parameter(np.zeros(2))
+            >>> p.zero_grad()
+            >>> p.add_grad(np.sum, np.ones((3, 2)), axis=0)  # written
+            >>> p.add_grad(np.sum, np.ones((3, 2)), axis=0)  # added
+            >>> p.grad.tolist()
+            [6.0, 6.0]
+        """
+        if self._grad_zeroed:
+            self._grad_zeroed = False
+            op(*args, out=self._grad, **kwargs)
+        else:
+            self._grad += op(*args, **kwargs)
+
+    def _fill_zeroed_grad(self) -> None:
+        """Write the zeros that :meth:`zero_grad` stands for, if not overwritten yet."""
+        if self._grad_zeroed:
+            self._grad.fill(0)
+            self._grad_zeroed = False
 
     def __repr__(self) -> str:
         return (

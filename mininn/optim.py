@@ -77,8 +77,14 @@ class _Flat:
             index
             for index, p in enumerate(self.params)
             if getattr(p.data, "base", None) is not self.data
-            or getattr(p.grad, "base", None) is not self.grad
+            or getattr(p._grad, "base", None) is not self.grad
         ]
+
+    def fill_zeroed_grads(self) -> None:
+        """Write the zeros of gradients that zero_grad() marked and no backward wrote
+        since (a parameter that took no part in the last backward)."""
+        for param in self.params:
+            param._fill_zeroed_grad()
 
 
 class _Run:
@@ -259,11 +265,13 @@ class Optimizer:
         return runs
 
     def zero_grad(self) -> None:
-        """Set the gradient of every parameter to zero, in place."""
+        """Set the gradient of every parameter to zero (see :meth:`Parameter.zero_grad`:
+        marked, and written by the next backward instead of added to)."""
         self._check_attached()
         for flats in self._flats:
             for flat in flats:
-                flat.grad.fill(0)
+                for param in flat.params:
+                    param.zero_grad()
 
     def step(self, closure: Callable[[], float] | None = None) -> float | None:
         """Update every parameter with ``requires_grad=True`` from its ``.grad``.
@@ -278,6 +286,7 @@ class Optimizer:
         self._check_attached()
         for group, flats in zip(self.param_groups, self._flats, strict=True):
             for flat in flats:
+                flat.fill_zeroed_grads()
                 for run in self._runs(flat):
                     self._update(group, run)
         return loss

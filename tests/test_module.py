@@ -61,6 +61,30 @@ def test_zero_grad_clears_every_parameter():
     assert all(not param.grad.any() for param in model.parameters())
 
 
+def test_add_grad_writes_after_zero_grad_and_adds_otherwise(rng):
+    param = Parameter(np.zeros((3, 2)))
+    a, b = rng.normal(size=(3, 4)), rng.normal(size=(4, 2))
+    buffer = param.grad
+    buffer[...] = 5.0  # stale values that zero_grad must hide
+    param.zero_grad()
+    param.add_grad(np.matmul, a, b)
+    assert param.grad is buffer  # written in place, not replaced
+    np.testing.assert_allclose(param.grad, a @ b, rtol=1e-15)
+    param.add_grad(np.matmul, a, b)  # a second use (a shared weight) adds
+    np.testing.assert_allclose(param.grad, 2 * (a @ b), rtol=1e-15)
+
+
+def test_grad_reads_as_zeros_after_zero_grad_and_assignment_clears_the_mark():
+    param = Parameter(np.ones(3))
+    param.grad[...] = 4.0
+    param.zero_grad()
+    np.testing.assert_array_equal(param.grad, 0.0)
+    param.zero_grad()
+    param.grad = np.full(3, 2.0)
+    param.add_grad(np.multiply, np.ones(3), 1.0)  # adds to the assigned array
+    np.testing.assert_array_equal(param.grad, 3.0)
+
+
 def test_train_and_eval_recurse_and_return_self():
     model = Sequential(_mlp(), Dropout())
     assert model.eval() is model

@@ -353,6 +353,21 @@ def test_zero_grad_zeroes_every_gradient_in_place():
         np.testing.assert_array_equal(p.grad, 0.0)
 
 
+def test_step_after_zero_grad_treats_an_unwritten_gradient_as_zero():
+    # zero_grad only marks the flat buffer; a parameter that no backward wrote since
+    # must still step with a zero gradient, not with its stale values.
+    used, unused = Parameter(np.ones(2)), Parameter(np.ones(3))
+    opt = SGD([used, unused], lr=0.5)
+    used.grad[...] = 7.0
+    unused.grad[...] = 9.0
+    opt.zero_grad()
+    used.add_grad(np.multiply, np.full(2, 2.0), 1.0)
+    opt.step()
+    np.testing.assert_array_equal(used.data, [0.0, 0.0])  # 1 - 0.5 * 2
+    np.testing.assert_array_equal(unused.data, [1.0, 1.0, 1.0])
+    np.testing.assert_array_equal(unused.grad, 0.0)
+
+
 def test_load_state_dict_after_optimizer_creation_keeps_the_parameters_attached():
     from mininn.module import Module
 
