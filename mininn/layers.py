@@ -150,11 +150,11 @@ class Linear(Module):
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         _check_2d(x, self.in_features, "Linear")
-        weight = self.weight.data
-        _check_dtype(x, weight, "Linear")
-        y = x @ weight.T
-        if self.bias is not None:
-            y += self.bias.data  # in place on the fresh matmul output
+        weight, bias = self.weight, self.bias  # one registry lookup each
+        _check_dtype(x, weight.data, "Linear")
+        y = x @ weight.data.T
+        if bias is not None:
+            y += bias.data  # in place on the fresh matmul output
         self._x = x
         return y
 
@@ -174,15 +174,16 @@ class Linear(Module):
             RuntimeError: called before forward().
         """
         # dL/dW = g^T x, dL/db = sum_n g, dL/dx = g W
-        if self._x is None:
+        x, weight, bias = self._x, self.weight, self.bias
+        if x is None:
             raise _backward_before_forward(self)
-        if self.weight.requires_grad:
-            self.weight.add_grad(np.matmul, grad_output.T, self._x)
-        if self.bias is not None and self.bias.requires_grad:
-            self.bias.add_grad(np.sum, grad_output, axis=0)
+        if weight.requires_grad:
+            weight.add_grad(np.matmul, grad_output.T, x)
+        if bias is not None and bias.requires_grad:
+            bias.add_grad(np.sum, grad_output, axis=0)
         if not input_grad:
             return None
-        return grad_output @ self.weight.data
+        return grad_output @ weight.data
 
     def extra_repr(self) -> str:
         return (
@@ -276,9 +277,8 @@ class BatchNorm1d(Module):
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         _check_2d(x, self.num_features, "BatchNorm1d")
-        _check_dtype(
-            x, self.running_mean if self.weight is None else self.weight.data, "BatchNorm1d"
-        )
+        weight, bias = self.weight, self.bias  # one registry lookup each
+        _check_dtype(x, self.running_mean if weight is None else weight.data, "BatchNorm1d")
         use_batch_stats = self.training or not self.track_running_stats
         N = x.shape[0]
         if use_batch_stats:
@@ -287,7 +287,8 @@ class BatchNorm1d(Module):
                     "BatchNorm1d: Expected more than 1 value per channel when training, "
                     f"got input size {x.shape}; use a batch of 2 or more, or call .eval()"
                 )
-            mean = x.mean(axis=0)
+            mean = x.sum(axis=0)  # then divided in place: x.mean's arithmetic, less overhead
+            mean /= N
             x_hat = x - mean
             var = np.einsum("nc,nc->c", x_hat, x_hat) / N  # biased, normalises the batch
             if self.training and self.track_running_stats:
@@ -300,35 +301,39 @@ class BatchNorm1d(Module):
         np.reciprocal(inv_std, out=inv_std)
         x_hat *= inv_std
         self._x_hat, self._inv_std, self._batch_stats = x_hat, inv_std, use_batch_stats
-        if self.weight is None:
+        if weight is None:
             return x_hat.copy()  # x_hat is cached for backward: do not hand it out
-        y = x_hat * self.weight.data
-        if self.bias is not None:
-            y += self.bias.data
+        y = x_hat * weight.data
+        if bias is not None:
+            y += bias.data
         return y
 
     def _update_running_stats(self, mean: np.ndarray, var: np.ndarray, N: int) -> None:
-        self.num_batches_tracked += 1  # in place on the 0-d buffer
+        # The buffers are read from the registry once: each attribute access of a
+        # buffer goes through Module.__getattr__.
+        buffers = self._buffers
+        running_mean, running_var = buffers["running_mean"], buffers["running_var"]
+        buffers["num_batches_tracked"] += 1  # in place on the 0-d buffer
         if self.momentum is None:
-            factor = 1.0 / float(self.num_batches_tracked)
+            factor = 1.0 / float(buffers["num_batches_tracked"])
         else:
             factor = self.momentum
-        self.running_mean *= 1 - factor
-        self.running_mean += factor * mean
-        self.running_var *= 1 - factor
-        self.running_var += (factor * N / (N - 1)) * var  # unbiased, as PyTorch
+        running_mean *= 1 - factor
+        running_mean += factor * mean
+        running_var *= 1 - factor
+        running_var += (factor * N / (N - 1)) * var  # unbiased, as PyTorch
 
     def backward(self, grad_output: np.ndarray) -> np.ndarray:
         if self._x_hat is None:
             raise _backward_before_forward(self)
-        g, x_hat = grad_output, self._x_hat
+        g, x_hat, weight, bias = grad_output, self._x_hat, self.weight, self.bias
         sum_g = g.sum(axis=0)
         sum_g_x_hat = np.einsum("nc,nc->c", g, x_hat)
-        if self.weight is not None and self.weight.requires_grad:
-            self.weight.grad += sum_g_x_hat
-        if self.bias is not None and self.bias.requires_grad:
-            self.bias.grad += sum_g
-        scale = self._inv_std if self.weight is None else self._inv_std * self.weight.data
+        if weight is not None and weight.requires_grad:
+            weight.grad += sum_g_x_hat
+        if bias is not None and bias.requires_grad:
+            bias.grad += sum_g
+        scale = self._inv_std if weight is None else self._inv_std * weight.data
         if not self._batch_stats:
             return g * scale  # eval mode: a fixed affine map of x
         # Batch statistics depend on x too:
@@ -400,7 +405,8 @@ class Dropout(Module):
         rng = self._rng if self._rng is not None else default_rng()
         draw_dtype = x.dtype if x.dtype in (np.float32, np.float64) else np.float64
         keep = rng.random(x.shape, dtype=draw_dtype) >= self.p
-        self._mask = np.multiply(keep, 1.0 / (1.0 - self.p), dtype=x.dtype)
+        self._mask = keep.astype(x.dtype)  # one cast, then a plain float loop
+        self._mask *= 1.0 / (1.0 - self.p)
         return x * self._mask
 
     def backward(self, grad_output: np.ndarray) -> np.ndarray:

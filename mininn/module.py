@@ -170,6 +170,11 @@ class Module:
     # -- registration -------------------------------------------------------------------
 
     def __setattr__(self, name: str, value: Any) -> None:
+        # Fast path for the caches a layer sets at every call (self._x = x): a name
+        # already in __dict__ is in no registry.
+        if name in self.__dict__ and not isinstance(value, (Parameter, Module)):
+            object.__setattr__(self, name, value)
+            return
         registries = self.__dict__.get("_parameters"), self.__dict__.get("_modules")
         if isinstance(value, (Parameter, Module)) and None in registries:
             kind = "parameters" if isinstance(value, Parameter) else "submodules"
