@@ -16,6 +16,11 @@ best of ``--repeats``, with the operands laid out as mininn's Linear has them
 Each product costs 2·m·n·k FLOPs. The epoch bound is the sum over an epoch's
 batches of the step's product times: training cannot be faster than that with
 this BLAS, these shapes and this thread count.
+
+It also times one ``mininn.optim.Adam`` step alone on the network's 235,146
+float32 parameters (random gradients, best of ``--repeats``): the element-wise
+work every step adds to its products, whatever the layers do. Bound plus Adam
+is the floor of a NumPy training step with this optimizer.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -90,19 +96,18 @@ def operands(kind: str, a_shape: tuple, b_shape: tuple, rng: np.random.Generator
     return rand(*a_shape), rand(*b_shape)  # grad_output @ weight
 
 
-def time_product(a: np.ndarray, b: np.ndarray, repeats: int, min_seconds: float) -> float:
-    """Best-of-``repeats`` seconds for one ``np.matmul(a, b, out=)``.
+def time_call(call: Callable[[], object], repeats: int, min_seconds: float) -> float:
+    """Best-of-``repeats`` seconds for one ``call()``.
 
     Each sample times enough calls to last ``min_seconds``, so the clock's
     resolution and the call overhead do not dominate small products.
     """
-    out = np.empty((a.shape[0], b.shape[1]), dtype=np.float32)
-    np.matmul(a, b, out=out)
+    call()
     calls = 1
     while True:  # calibrate
         start = time.perf_counter()
         for _ in range(calls):
-            np.matmul(a, b, out=out)
+            call()
         elapsed = time.perf_counter() - start
         if elapsed >= min_seconds:
             break
@@ -111,9 +116,31 @@ def time_product(a: np.ndarray, b: np.ndarray, repeats: int, min_seconds: float)
     for _ in range(repeats - 1):
         start = time.perf_counter()
         for _ in range(calls):
-            np.matmul(a, b, out=out)
+            call()
         best = min(best, (time.perf_counter() - start) / calls)
     return best
+
+
+def time_product(a: np.ndarray, b: np.ndarray, repeats: int, min_seconds: float) -> float:
+    """Best-of-``repeats`` seconds for one ``np.matmul(a, b, out=)``."""
+    out = np.empty((a.shape[0], b.shape[1]), dtype=np.float32)
+    return time_call(lambda: np.matmul(a, b, out=out), repeats, min_seconds)
+
+
+def time_adam_step(repeats: int, min_seconds: float) -> float:
+    """Best-of-``repeats`` seconds for one ``mininn.optim.Adam(lr=1e-3).step()`` on the
+    MLP's parameters (float32, random gradients; the gradients are not read back)."""
+    sys.path.insert(1, str(_common.REPO_ROOT))  # this checkout's mininn
+    from mininn.module import Parameter
+    from mininn.optim import Adam
+
+    rng = np.random.default_rng(0)
+    shapes = [shape for n_in, n_out in LAYERS for shape in ((n_out, n_in), (n_out,))]
+    params = [Parameter(rng.standard_normal(shape).astype(np.float32)) for shape in shapes]
+    optimizer = Adam(params, lr=1e-3)
+    for param in params:
+        param.grad[...] = rng.standard_normal(param.shape)
+    return time_call(optimizer.step, repeats, min_seconds)
 
 
 def measure(batch: int, repeats: int, min_seconds: float) -> list[dict]:
@@ -178,6 +205,10 @@ def main(argv: list[str] | None = None) -> int:
                 "env": _common.blas_env(),
                 "products": {str(size): timings[size] for size in args.batch_sizes},
                 "bounds": bounds,
+                "adam_step_seconds": time_adam_step(args.repeats, args.min_seconds),
+                "steps_per_epoch": {
+                    str(batch): -(-args.samples // batch) for batch in args.batch_sizes
+                },
             }
         )
     )

@@ -89,6 +89,57 @@ def _gemm_table(gemm: dict, batch: int) -> list[str]:
     return lines
 
 
+def _floor_table(results: dict, title: dict[str, str]) -> list[str]:
+    """What a NumPy step cannot avoid, batch 128 MLP: the products plus Adam's update."""
+    rows = []
+    for key, gemm in results["gemm"].items():
+        if "adam_step_seconds" not in gemm or "128" not in gemm["bounds"]:
+            continue  # results from before the Adam timing was added
+        column, threads = key.split("/")
+        bound = gemm["bounds"]["128"]["products_5"]["seconds"]
+        adam = gemm["adam_step_seconds"] * gemm["steps_per_epoch"]["128"]
+        run = next(
+            (
+                r
+                for r in results["runs"]
+                if (r["blas_env"], r["threads"], r["batch_size"], r["variant"])
+                == (column, int(threads), 128, "plain")
+            ),
+            None,
+        )
+        fws = run["frameworks"] if run else {}
+        mininn = fws.get("mininn", {}).get("median_s")
+        torch = fws.get("torch", {}).get("median_s")
+
+        def fmt(value: float | None, spec: str = "{:.3f}") -> str:
+            return "–" if value is None else spec.format(value)
+
+        rows.append(
+            f"| {title[column]} | {threads} | {bound:.3f} | {adam:.3f} | {bound + adam:.3f} "
+            f"| {fmt(mininn)} | {fmt(torch)} "
+            f"| {fmt(torch and (bound + adam) / torch, '{:.2f}')} "
+            f"| {fmt(mininn and mininn / (bound + adam), '{:.2f}×')} |"
+        )
+    if not rows:
+        return []
+    return [
+        "",
+        "## The floor of a NumPy step with Adam (MLP, batch 128)",
+        "",
+        "Besides its five products, every step runs Adam's element-wise update over all "
+        "235,146 parameters (about twelve passes: the moments, a square root, a division). "
+        "Timed alone (`mininn.optim.Adam.step()`, best of 10, times the steps of an epoch) and "
+        "added to the GEMM bound, it gives the least an epoch can take in NumPy with this "
+        "optimizer; 'floor / PyTorch' is the best mininn / PyTorch ratio reachable here "
+        "(PyTorch's median epoch from the table above).",
+        "",
+        "| BLAS environment | threads | GEMM bound s | Adam alone s | floor s "
+        "| mininn s | PyTorch s | floor / PyTorch | mininn / floor |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        *rows,
+    ]
+
+
 def _targets(results: dict) -> list[str]:
     """The issue's targets, checked on the column with the kernel variables unset."""
     column = "unset" if "unset" in results["blas_columns"] else results["blas_columns"][0]
@@ -239,6 +290,7 @@ def markdown(results: dict) -> str:
         batch = 128 if "128" in gemm["products"] else int(next(iter(gemm["products"])))
         lines += ["", f"### {title[column]}, {threads} thread(s), batch {batch}", ""]
         lines += _gemm_table(gemm, batch)
+    lines += _floor_table(results, title)
     profiles = [r["profile"]["path"] for r in results["runs"] if "profile" in r]
     if profiles:
         lines += [
