@@ -287,8 +287,7 @@ class BatchNorm1d(Module):
                     "BatchNorm1d: Expected more than 1 value per channel when training, "
                     f"got input size {x.shape}; use a batch of 2 or more, or call .eval()"
                 )
-            mean = x.sum(axis=0)  # then divided in place: x.mean's arithmetic, less overhead
-            mean /= N
+            mean = x.sum(axis=0) / N  # x.mean's arithmetic, without its overhead
             x_hat = x - mean
             var = np.einsum("nc,nc->c", x_hat, x_hat) / N  # biased, normalises the batch
             if self.training and self.track_running_stats:

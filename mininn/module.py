@@ -95,6 +95,13 @@ class Parameter:
 
     @grad.setter
     def grad(self, value: np.ndarray) -> None:
+        if not isinstance(value, np.ndarray) or value.shape != self.data.shape:
+            got = value.shape if isinstance(value, np.ndarray) else type(value).__name__
+            raise TypeError(
+                f"Parameter.grad must be an ndarray of the parameter's shape {self.data.shape}, "
+                f"got {got}; to clear the gradient call zero_grad(), to set it write in place "
+                "(p.grad[...] = g)"
+            )
         self._grad = value
         self._grad_zeroed = False
 
@@ -106,6 +113,13 @@ class Parameter:
         (:meth:`add_grad`). This saves a pass over every gradient per step and a
         temporary per layer, as PyTorch's ``zero_grad(set_to_none=True)`` (its
         default) lets the next backward assign ``.grad`` instead of adding to it.
+
+        Note:
+            Read ``p.grad`` anew after calling this. A reference to the array
+            taken before keeps its old values, and what is written through it
+            before the next read of ``p.grad`` is discarded (as an old ``.grad``
+            tensor held across PyTorch's ``zero_grad()`` is no longer the
+            parameter's gradient).
         """
         self._grad_zeroed = True
 
@@ -120,6 +134,9 @@ class Parameter:
             op: a NumPy function with an ``out=`` argument whose result has
                 ``grad``'s shape, e.g. ``np.matmul`` or ``np.sum``.
             args, kwargs: its arguments.
+        Raises:
+            ValueError: the result's shape is not ``grad``'s (nothing is written,
+                and a gradient marked by zero_grad stays zeros).
         Example:
             >>> p = Parameter(np.zeros(2))
             >>> p.zero_grad()
@@ -129,10 +146,30 @@ class Parameter:
             [6.0, 6.0]
         """
         if self._grad_zeroed:
-            self._grad_zeroed = False
-            op(*args, out=self._grad, **kwargs)
-        else:
-            self._grad += op(*args, **kwargs)
+            try:
+                op(*args, out=self._grad, **kwargs)
+            except ValueError as error:  # e.g. a wrongly shaped grad_output
+                raise self._misfit(op, error) from error
+            self._grad_zeroed = False  # only once written: a failed backward leaves zeros
+            return
+        result = op(*args, **kwargs)
+        if np.shape(result) != self._grad.shape:  # += would broadcast silently
+            raise self._misfit(op, f"it gave shape {np.shape(result)}")
+        self._grad += result
+
+    def _misfit(self, op: Callable[..., Any], reason: object) -> ValueError:
+        name = getattr(op, "__name__", repr(op))
+        return ValueError(
+            f"Parameter.add_grad: {name}(...) does not fit the gradient of shape "
+            f"{self._grad.shape}: {reason}"
+        )
+
+    def __setstate__(self, state: dict) -> None:
+        # A Parameter pickled before .grad became a property stored it as "grad".
+        if "grad" in state:
+            state["_grad"] = state.pop("grad")
+        state.setdefault("_grad_zeroed", False)
+        self.__dict__.update(state)
 
     def _fill_zeroed_grad(self) -> None:
         """Write the zeros that :meth:`zero_grad` stands for, if not overwritten yet."""

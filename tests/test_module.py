@@ -244,3 +244,52 @@ def test_empty_sequential_backward_without_input_grad():
     g = np.ones((2, 3))
     assert Sequential().backward(g) is g
     assert Sequential().backward(g, input_grad=False) is None
+
+
+def test_a_failed_add_grad_after_zero_grad_leaves_zeros(rng):
+    # A backward that raises (a wrongly shaped upstream) must not let the stale
+    # values count as the gradient of the next, good backward.
+    layer = Linear(3, 2, dtype=np.float64)
+    x, g = rng.normal(size=(4, 3)), rng.normal(size=(4, 2))
+    layer(x)
+    layer.backward(g)  # a first step's gradient, left in the buffer
+    layer.zero_grad()
+    layer(x)
+    with pytest.raises(ValueError, match=r"add_grad: matmul\(\.\.\.\) does not fit the gradient"):
+        layer.backward(rng.normal(size=(4, 5)))
+    layer.backward(g)
+    np.testing.assert_allclose(layer.weight.grad, g.T @ x, rtol=1e-15)
+    np.testing.assert_allclose(layer.bias.grad, g.sum(axis=0), rtol=1e-15)
+
+
+def test_add_grad_rejects_a_result_that_would_broadcast():
+    param = Parameter(np.zeros(3))
+    with pytest.raises(ValueError, match=r"sum\(\.\.\.\) does not fit the gradient of shape"):
+        param.add_grad(np.sum, np.ones((2, 3)))  # no axis: a scalar
+    np.testing.assert_array_equal(param.grad, 0.0)
+
+
+@pytest.mark.parametrize("value", [None, np.zeros(4)], ids=["none", "wrong_shape"])
+def test_grad_assignment_must_be_an_array_of_the_parameter_shape(value):
+    param = Parameter(np.zeros(3))
+    with pytest.raises(TypeError, match=r"ndarray of the parameter's shape \(3,\).*zero_grad\(\)"):
+        param.grad = value
+
+
+def test_a_parameter_pickled_with_a_plain_grad_attribute_still_loads():
+    import pickle
+
+    param = Parameter(np.ones(2))
+    state = dict(param.__dict__)
+    state["grad"] = state.pop("_grad")  # the layout before .grad became a property
+    del state["_grad_zeroed"]
+
+    class Old:  # pickles the old layout by hand: __reduce__ with the raw state
+        def __reduce__(self):
+            return (Parameter.__new__, (Parameter,), state)
+
+    restored = pickle.loads(pickle.dumps(Old()))
+    restored.grad[...] = 5.0
+    restored.zero_grad()
+    np.testing.assert_array_equal(restored.grad, 0.0)
+    assert restored.data is not None
