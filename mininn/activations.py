@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from mininn import functional as F
-from mininn.module import Module
+from mininn.module import Module, _check_grad_output
 
 __all__ = ["LeakyReLU", "ReLU", "Sigmoid", "Softmax", "Tanh"]
 
@@ -49,6 +49,7 @@ class ReLU(Module):
     def backward(self, grad_output: np.ndarray) -> np.ndarray:
         if self._mask is None:
             raise _backward_before_forward(self)
+        _check_grad_output(self, grad_output, self._mask.shape)
         return np.multiply(grad_output, self._mask)
 
 
@@ -90,6 +91,7 @@ class LeakyReLU(Module):
     def backward(self, grad_output: np.ndarray) -> np.ndarray:
         if self._mask is None:
             raise _backward_before_forward(self)
+        _check_grad_output(self, grad_output, self._mask.shape)
         grad_input = grad_output * self.negative_slope
         np.copyto(grad_input, grad_output, where=self._mask)
         return grad_input
@@ -123,6 +125,7 @@ class Sigmoid(Module):
     def backward(self, grad_output: np.ndarray) -> np.ndarray:
         if self._y is None:
             raise _backward_before_forward(self)
+        _check_grad_output(self, grad_output, self._y.shape)
         grad_input = 1 - self._y
         grad_input *= self._y
         grad_input *= grad_output
@@ -152,6 +155,7 @@ class Tanh(Module):
     def backward(self, grad_output: np.ndarray) -> np.ndarray:
         if self._y is None:
             raise _backward_before_forward(self)
+        _check_grad_output(self, grad_output, self._y.shape)
         grad_input = self._y * self._y
         np.subtract(1, grad_input, out=grad_input)
         grad_input *= grad_output
@@ -200,6 +204,7 @@ class Softmax(Module):
     def backward(self, grad_output: np.ndarray) -> np.ndarray:
         if self._y is None:
             raise _backward_before_forward(self)
+        _check_grad_output(self, grad_output, self._y.shape)
         y = self._y
         # J^T g for J = diag(y) - y y^T, along dim
         grad_input = grad_output - np.sum(grad_output * y, axis=self.dim, keepdims=True)

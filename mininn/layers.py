@@ -16,7 +16,7 @@ import numpy as np
 
 from mininn import init as _init
 from mininn._rng import as_generator, default_rng
-from mininn.module import Module, Parameter, _float_dtype
+from mininn.module import Module, Parameter, _check_grad_output, _float_dtype
 
 __all__ = ["BatchNorm1d", "Dropout", "Identity", "Linear"]
 
@@ -172,11 +172,13 @@ class Linear(Module):
             dL/dx, shape (N, in_features); None when ``input_grad`` is False.
         Raises:
             RuntimeError: called before forward().
+            ValueError: grad_output's shape is not the last output's, (N, out_features).
         """
         # dL/dW = g^T x, dL/db = sum_n g, dL/dx = g W
         x, weight, bias = self._x, self.weight, self.bias
         if x is None:
             raise _backward_before_forward(self)
+        _check_grad_output(self, grad_output, (x.shape[0], self.out_features))
         if weight.requires_grad:
             weight.add_grad(np.matmul, grad_output.T, x)
         if bias is not None and bias.requires_grad:
@@ -325,6 +327,7 @@ class BatchNorm1d(Module):
     def backward(self, grad_output: np.ndarray) -> np.ndarray:
         if self._x_hat is None:
             raise _backward_before_forward(self)
+        _check_grad_output(self, grad_output, self._x_hat.shape)
         g, x_hat, weight, bias = grad_output, self._x_hat, self.weight, self.bias
         sum_g = g.sum(axis=0)
         sum_g_x_hat = np.einsum("nc,nc->c", g, x_hat)
@@ -413,6 +416,7 @@ class Dropout(Module):
             raise _backward_before_forward(self)
         if self._mask is None:
             return grad_output
+        _check_grad_output(self, grad_output, self._mask.shape)
         return grad_output * self._mask
 
     def extra_repr(self) -> str:

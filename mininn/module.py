@@ -591,6 +591,18 @@ class Sequential(Module):
         return None
 
 
+def _check_grad_output(module: Module, grad_output: Any, shape: tuple[int, ...]) -> None:
+    """Raise ValueError unless ``grad_output`` has ``shape``, the last forward's output
+    shape (NumPy would broadcast a wrong one silently, or fail deep inside)."""
+    got = getattr(grad_output, "shape", None)
+    if got != shape:
+        shown = got if got is not None else type(grad_output).__name__
+        raise ValueError(
+            f"{type(module).__name__}.backward: grad_output has shape {shown}, but the last "
+            f"forward returned shape {shape}; pass dL/dy for that output, as an ndarray"
+        )
+
+
 @functools.cache
 def _takes_input_grad(cls: type) -> bool:
     """Whether ``cls.backward`` accepts the ``input_grad`` keyword (looked up once per class)."""

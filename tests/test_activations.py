@@ -157,3 +157,11 @@ def test_softmax_rejects_dim_out_of_range():
 def test_rejects_bad_argument_types(make, match):
     with pytest.raises(TypeError, match=match):
         make()
+
+
+@pytest.mark.parametrize("make, torch_name, args", ACTIVATIONS)
+def test_backward_names_a_wrongly_shaped_grad_output(make, torch_name, args, rng):
+    act = make()
+    act(rng.normal(size=(5, 4)))
+    with pytest.raises(ValueError, match=r"grad_output has shape \(5, 1\).*shape \(5, 4\)"):
+        act.backward(np.ones((5, 1)))  # NumPy would broadcast it silently

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import math
+import re
 
 import numpy as np
 import pytest
@@ -422,3 +423,21 @@ def test_float32_stays_float32_and_input_is_untouched(layer, rng):
     assert y.dtype == grad_input.dtype == np.float32
     assert all(p.grad.dtype == np.float32 for p in layer.parameters())
     np.testing.assert_array_equal(x, original)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: Linear(4, 3, dtype=np.float64),
+        lambda: BatchNorm1d(4, dtype=np.float64),
+        lambda: Dropout(0.5),
+    ],
+    ids=["linear", "batchnorm", "dropout"],
+)
+def test_backward_names_a_wrongly_shaped_grad_output(make, rng):
+    layer = make()
+    y = layer(rng.normal(size=(5, 4)))
+    bad = np.ones((y.shape[0], 1))  # would broadcast, or fail inside NumPy
+    expected = re.escape(f"shape (5, 1), but the last forward returned shape {y.shape}")
+    with pytest.raises(ValueError, match=expected):
+        layer.backward(bad)

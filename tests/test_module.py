@@ -247,15 +247,26 @@ def test_empty_sequential_backward_without_input_grad():
 
 
 def test_a_failed_add_grad_after_zero_grad_leaves_zeros(rng):
-    # A backward that raises (a wrongly shaped upstream) must not let the stale
-    # values count as the gradient of the next, good backward.
+    # An op that raises must not let the stale values count as the gradient that
+    # the next, good backward adds to.
+    param = Parameter(np.zeros((2, 3)))
+    param.grad[...] = 7.0  # a previous step's gradient, left in the buffer
+    param.zero_grad()
+    with pytest.raises(ValueError, match=r"add_grad: matmul\(\.\.\.\) does not fit the gradient"):
+        param.add_grad(np.matmul, np.ones((2, 4)), np.ones((4, 5)))  # a (2, 5) result
+    a, b = rng.normal(size=(2, 4)), rng.normal(size=(4, 3))
+    param.add_grad(np.matmul, a, b)
+    np.testing.assert_allclose(param.grad, a @ b, rtol=1e-15)
+
+
+def test_a_failed_backward_after_zero_grad_leaves_the_next_one_right(rng):
     layer = Linear(3, 2, dtype=np.float64)
     x, g = rng.normal(size=(4, 3)), rng.normal(size=(4, 2))
     layer(x)
     layer.backward(g)  # a first step's gradient, left in the buffer
     layer.zero_grad()
     layer(x)
-    with pytest.raises(ValueError, match=r"add_grad: matmul\(\.\.\.\) does not fit the gradient"):
+    with pytest.raises(ValueError, match=r"grad_output has shape \(4, 5\)"):
         layer.backward(rng.normal(size=(4, 5)))
     layer.backward(g)
     np.testing.assert_allclose(layer.weight.grad, g.T @ x, rtol=1e-15)
