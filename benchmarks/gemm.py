@@ -162,8 +162,8 @@ def epoch_bound(
     Args:
         timings: :func:`measure` results keyed by batch size; must hold ``batch``
             and, if ``batch`` does not divide ``samples``, the remainder.
-        skip_first_grad_input: leave out the first layer's grad input (5 products
-            a step instead of 6), as a library that knows its input needs no
+        skip_first_grad_input: leave out the first layer's grad input (8 products
+            a step instead of 9), as a library that knows its input needs no
             gradient does.
     """
     full, rest = divmod(samples, batch)
@@ -191,8 +191,8 @@ def main(argv: list[str] | None = None) -> int:
     timings = {size: measure(size, args.repeats, args.min_seconds) for size in sizes if size}
     bounds = {
         str(batch): {
-            "products_5": epoch_bound(timings, batch, args.samples, skip_first_grad_input=True),
-            "products_6": epoch_bound(timings, batch, args.samples, skip_first_grad_input=False),
+            "products_8": epoch_bound(timings, batch, args.samples, skip_first_grad_input=True),
+            "products_9": epoch_bound(timings, batch, args.samples, skip_first_grad_input=False),
         }
         for batch in args.batch_sizes
     }

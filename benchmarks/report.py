@@ -41,7 +41,7 @@ def _blas_line(pools: list[dict]) -> str:
 def _runs_table(runs: list[dict]) -> list[str]:
     lines = [
         "| threads | batch | network | mininn s/epoch | PyTorch s/epoch | scikit-learn s/epoch "
-        "| mininn / PyTorch | mininn / sklearn | GEMM bound s | mininn / bound (5 products) "
+        "| mininn / PyTorch | mininn / sklearn | GEMM bound s | mininn / bound (8 products) "
         "| mininn outside GEMM | samples/s (mininn / PyTorch / sklearn) "
         "| peak RSS MiB (mininn / PyTorch / sklearn) |",
         "|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
@@ -58,7 +58,7 @@ def _runs_table(runs: list[dict]) -> list[str]:
             f"| {_ratio(ratios.get('sklearn'))} "
             + (
                 f"| {mininn_bound['seconds']:.3f} | {mininn_bound['multiple']['median']:.2f}× "
-                f"({mininn_bound['multiple_of_5']['median']:.2f}×) "
+                f"({mininn_bound['multiple_of_8']['median']:.2f}×) "
                 f"| {mininn_bound['outside_gemm_share']:.0%} "
                 if mininn_bound
                 else "| – | – | – "
@@ -80,7 +80,7 @@ def _gemm_table(gemm: dict, batch: int) -> list[str]:
             f"| {p['name']} | ({a[0]}×{a[1]}) × ({b[0]}×{b[1]}) "
             f"| {p['seconds'] * 1e6:.0f} | {p['gflops']:.1f} |"
         )
-    for products in (5, 6):
+    for products in (8, 9):
         bound = gemm["bounds"][str(batch)][f"products_{products}"]
         lines.append(
             f"| **epoch, {products} products a step** | {bound['flops'] / 1e9:.1f} GFLOP "
@@ -96,7 +96,6 @@ def _floor_table(results: dict, title: dict[str, str]) -> list[str]:
         if "adam_step_seconds" not in gemm or "128" not in gemm["bounds"]:
             continue  # results from before the Adam timing was added
         column, threads = key.split("/")
-        bound = gemm["bounds"]["128"]["products_5"]["seconds"]
         adam = gemm["adam_step_seconds"] * gemm["steps_per_epoch"]["128"]
         run = next(
             (
@@ -106,6 +105,11 @@ def _floor_table(results: dict, title: dict[str, str]) -> list[str]:
                 == (column, int(threads), 128, "plain")
             ),
             None,
+        )
+        # The bound of the table above (the per-round median) where there is one.
+        per_round = (run or {}).get("bound", {}).get("products_8")
+        bound = (
+            per_round["median_s"] if per_round else gemm["bounds"]["128"]["products_8"]["seconds"]
         )
         fws = run["frameworks"] if run else {}
         mininn = fws.get("mininn", {}).get("median_s")
@@ -126,12 +130,12 @@ def _floor_table(results: dict, title: dict[str, str]) -> list[str]:
         "",
         "## The floor of a NumPy step with Adam (MLP, batch 128)",
         "",
-        "Besides its five products, every step runs Adam's element-wise update over all "
+        "Besides its eight matrix products, every step runs Adam's element-wise update over all "
         "235,146 parameters (about twelve passes: the moments, a square root, a division). "
         "Timed alone (`mininn.optim.Adam.step()`, best of 10, times the steps of an epoch) and "
-        "added to the GEMM bound, it gives the least an epoch can take in NumPy with this "
-        "optimizer; 'floor / PyTorch' is the best mininn / PyTorch ratio reachable here "
-        "(PyTorch's median epoch from the table above).",
+        "added to the GEMM bound of the table above, it gives the least an epoch can take "
+        "in NumPy with this optimizer; 'floor / PyTorch' is the best mininn / PyTorch ratio "
+        "reachable here (PyTorch's median epoch from the table above).",
         "",
         "| BLAS environment | threads | GEMM bound s | Adam alone s | floor s "
         "| mininn s | PyTorch s | floor / PyTorch | mininn / floor |",
@@ -192,7 +196,13 @@ def _targets(results: dict) -> list[str]:
     )
     for name, prep in results.get("prepare", {}).items():
         check(f"prepare {name}, s", prep.get("median_s"), 2.0)
+    quick = (
+        ["**A `--quick` smoke run (1 epoch, 10,000 samples): not comparable to the targets.**", ""]
+        if results["settings"].get("quick")
+        else []
+    )
     return [
+        *quick,
         f"Targets of issue 6, on the column `{column}`"
         + (
             " (the kernel variables are not set here, so it is the only one)"
@@ -263,9 +273,8 @@ def markdown(results: dict) -> str:
         errors = {(r["threads"], r["batch_size"], r["variant"]): r["errors"] for r in runs}
         for key, errs in errors.items():
             for name, message in errs.items():
-                lines.append(
-                    f"\n{NAMES.get(name, name)} failed at {key}: `{message.splitlines()[0]}`"
-                )
+                quoted = "\n".join(f"    {line}" for line in message.splitlines())
+                lines.append(f"\n{NAMES.get(name, name)} failed at {key}:\n\n{quoted}")
     if results["blas_columns"] == ["as-set"]:
         lines += [
             "",
@@ -276,12 +285,13 @@ def markdown(results: dict) -> str:
     lines.append(
         "Each product of one step timed alone with `np.matmul(a, b, out=)` in float32, best of "
         "k, operands laid out as mininn's `Linear` has them; FLOPs 2·m·n·k. The epoch bound sums "
-        "the products over an epoch's batches; mininn's count (5 or 6 a step) is what its "
-        "backward does (PyTorch and scikit-learn skip the input's gradient: 5). The bound in "
-        "the tables above is measured anew in every round, in its own process taking its turn "
+        "the products over an epoch's batches; mininn's count (8 or 9 a step: 3 forward, 3 "
+        "weight gradients, 2 or 3 input gradients) is what its backward does (PyTorch and "
+        "scikit-learn skip the input's gradient: 8). The bound in the tables above is "
+        "measured anew in every round, in its own process taking its turn "
         "among the frameworks (best of 3), and given as its median, with as many products as "
         "mininn does; 'mininn / bound' is the median of the per-round ratios (in brackets: "
-        "against the 5-product bound, which a step needs at least) and 'outside GEMM' is "
+        "against the 8-product bound, which a step needs at least) and 'outside GEMM' is "
         "1 − 1 / that. The tables below break one separate measurement (best of 10) down by "
         "product."
     )
@@ -318,7 +328,7 @@ def markdown(results: dict) -> str:
                 )
                 lines.append(
                     f"| {name} | {p['median_s']:.2f} ({p['min_s']:.2f}–{p['max_s']:.2f}) "
-                    f"| {work_cell} | {p['runs']} runs |"
+                    f"| {work_cell} | {p['runs']} run{'s' if p['runs'] != 1 else ''} |"
                 )
             else:
                 reason = p.get("reason") or p.get("stderr_tail", "").strip().splitlines()[-1:]

@@ -74,7 +74,15 @@ def worker_env(threads: int, blas_env: str) -> dict[str, str]:
 
 
 class WorkerError(RuntimeError):
-    """A worker failed to start, answered with an error, or timed out."""
+    """A worker failed to start, answered with an error, or timed out.
+
+    ``str(error)`` is the message, which may span lines (e.g. the places searched
+    for the data and the fix); ``error.detail`` is the worker's stderr tail.
+    """
+
+    def __init__(self, message: str, detail: str = "") -> None:
+        super().__init__(message)
+        self.detail = detail
 
 
 class Worker:
@@ -111,12 +119,12 @@ class Worker:
         if not line:
             self.process.wait()
             raise WorkerError(
-                f"{self.framework}: worker exited with status {self.process.returncode}\n"
-                + self._stderr_tail()
+                f"{self.framework}: worker exited with status {self.process.returncode}",
+                self._stderr_tail(),
             )
         answer = json.loads(line)
         if answer.get("event") == "error":
-            raise WorkerError(f"{self.framework}: {answer['message']}\n{self._stderr_tail()}")
+            raise WorkerError(f"{self.framework}: {answer['message']}", self._stderr_tail())
         return answer
 
     def wait_ready(self) -> dict:
@@ -170,7 +178,12 @@ def alternate(
     worker_args = ["--batch-size", str(batch_size), "--variant", variant]
     worker_args += ["--samples", str(opts.samples), "--dataset", opts.dataset]
     workers: dict[str, Worker] = {}
-    result: dict = {"frameworks": {}, "errors": {}, "load_average": [os.getloadavg()[0]]}
+    result: dict = {
+        "frameworks": {},
+        "errors": {},
+        "worker_stderr": {},
+        "load_average": [os.getloadavg()[0]],
+    }
     for name in [*frameworks, "gemm"]:
         workers[name] = Worker(name, threads, blas_env, worker_args)
     try:
@@ -179,11 +192,12 @@ def alternate(
                 ready = workers[name].wait_ready()
                 log(f"{tag} {name} ready ({ready['setup_seconds']:.1f} s setup)")
             except WorkerError as exc:
-                log(f"{tag} {name} unavailable: {str(exc).splitlines()[0]}")
+                log(f"{tag} {name} unavailable: {exc}")
                 result["errors"][name] = str(exc)
+                result["worker_stderr"][name] = exc.detail
                 workers.pop(name).close()
         times: dict[str, list[float]] = {name: [] for name in workers}
-        bounds: dict[str, list[float]] = {"5": [], "6": []}
+        bounds: dict[str, list[float]] = {"8": [], "9": []}
         last: dict[str, dict] = {}
         order = list(workers)
         for round_ in range(-opts.warmup, opts.epochs):
@@ -192,8 +206,9 @@ def alternate(
                 try:
                     answer = workers[name].ask("epoch")
                 except WorkerError as exc:  # drop the framework, keep the others going
-                    log(f"{tag} {name} failed: {str(exc).splitlines()[0]}")
+                    log(f"{tag} {name} failed: {exc}")
                     result["errors"][name] = str(exc)
+                    result["worker_stderr"][name] = exc.detail
                     order.remove(name)
                     times.pop(name)
                     workers.pop(name).close()
@@ -202,7 +217,7 @@ def alternate(
                 if name == "gemm":
                     b = answer["bounds"]
                     log(
-                        f"{tag} {label} GEMM bound: {b['5']:.3f} s (5 products), {b['6']:.3f} s (6)"
+                        f"{tag} {label} GEMM bound: {b['8']:.3f} s (8 products), {b['9']:.3f} s (9)"
                     )
                 else:
                     log(
@@ -239,7 +254,7 @@ def alternate(
             for other in ("torch", "sklearn")
             if other in times
         }
-    if bounds["5"] and len(bounds["5"]) == opts.epochs:
+    if bounds["8"] and len(bounds["8"]) == opts.epochs:
         result["bound"] = paired_bounds(result["frameworks"], times, bounds)
     return result
 
@@ -249,12 +264,12 @@ def paired_bounds(
 ) -> dict:
     """The GEMM bound of each round, and each framework's epoch time as a multiple of it.
 
-    mininn's bound has the products mininn does (5 or 6 a step, as its worker
-    found); PyTorch's autograd and scikit-learn compute no input gradient (5).
+    mininn's bound has the products mininn does (8 or 9 a step, as its worker
+    found); PyTorch's autograd and scikit-learn compute no input gradient (8).
     """
     result: dict = {f"products_{k}": summarise(v, 1) for k, v in bounds.items()}
     for name, fw in frameworks.items():
-        products = str(fw["info"].get("products_per_step", 5))
+        products = str(fw["info"].get("products_per_step", 8))
         if len(times[name]) != len(bounds[products]):
             continue  # a framework that failed part-way has no pairs
         multiple = paired_ratio(times[name], bounds[products])
@@ -263,8 +278,8 @@ def paired_bounds(
             "seconds": statistics.median(bounds[products]),
             "multiple": multiple,
             "outside_gemm_share": max(0.0, 1 - 1 / multiple["median"]),
-            # against the 5 products a step needs, whatever this framework does
-            "multiple_of_5": paired_ratio(times[name], bounds["5"]),
+            # against the 8 products a step needs, whatever this framework does
+            "multiple_of_8": paired_ratio(times[name], bounds["8"]),
         }
     return result
 
@@ -510,6 +525,9 @@ def main(argv: list[str] | None = None) -> int:
         report.update_readme(HERE / "README.md", table)
     print(table)
     log(f"wrote {out / 'results.json'} and results.md in {results['wall_seconds']:.0f} s")
+    if not any(run["frameworks"] for run in results["runs"]):
+        log("error: no framework trained: see the messages above (and errors in results.json)")
+        return 1
     return 0 if results["complete"] else 130
 
 

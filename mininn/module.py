@@ -49,6 +49,10 @@ class Parameter:
             accumulates into it. After :meth:`zero_grad` it reads as zeros, and the
             next backward writes its gradient instead of adding it (see
             :meth:`add_grad`).
+    Raises:
+        TypeError: ``grad`` is assigned something that is not an ndarray (e.g. None:
+            call :meth:`zero_grad` instead).
+        ValueError: ``grad`` is assigned an ndarray of another shape.
     Note:
         Hashing is by identity (there is no ``__eq__``): optimizers key their
         per-parameter state by the object.
@@ -96,8 +100,9 @@ class Parameter:
     @grad.setter
     def grad(self, value: np.ndarray) -> None:
         if not isinstance(value, np.ndarray) or value.shape != self.data.shape:
-            got = value.shape if isinstance(value, np.ndarray) else type(value).__name__
-            raise TypeError(
+            got = f"shape {value.shape}" if isinstance(value, np.ndarray) else type(value).__name__
+            error = ValueError if isinstance(value, np.ndarray) else TypeError
+            raise error(
                 f"Parameter.grad must be an ndarray of the parameter's shape {self.data.shape}, "
                 f"got {got}; to clear the gradient call zero_grad(), to set it write in place "
                 "(p.grad[...] = g)"
@@ -115,11 +120,11 @@ class Parameter:
         default) lets the next backward assign ``.grad`` instead of adding to it.
 
         Note:
-            Read ``p.grad`` anew after calling this. A reference to the array
-            taken before keeps its old values, and what is written through it
-            before the next read of ``p.grad`` is discarded (as an old ``.grad``
-            tensor held across PyTorch's ``zero_grad()`` is no longer the
-            parameter's gradient).
+            ``p.grad`` stays the same array, but its contents are stale until
+            ``p.grad`` is read or a backward writes it: do not read or write
+            through a reference to it held across ``zero_grad()`` (what is written
+            that way is overwritten with zeros at the next read of ``p.grad`` or
+            ``step()``).
         """
         self._grad_zeroed = True
 
@@ -352,7 +357,8 @@ class Module:
             yield buffer
 
     def zero_grad(self) -> None:
-        """Set the gradient of every parameter to zero, in place."""
+        """Make the gradient of every parameter zeros (see :meth:`Parameter.zero_grad`:
+        marked, and written by the next backward instead of added to)."""
         for param in self.parameters():
             param.zero_grad()
 
@@ -569,6 +575,10 @@ class Sequential(Module):
                 tensor with ``requires_grad=False``.
         Returns:
             dL/dx, the input's shape; None when ``input_grad`` is False.
+        Raises:
+            ValueError: ``grad_output``'s shape is not the last forward's output shape
+                (raised by the last child, which names itself).
+            RuntimeError: called before forward().
         Example:
             >>> from mininn.layers import Linear
             >>> model = Sequential(Linear(3, 2, dtype=np.float64))
@@ -596,10 +606,10 @@ def _check_grad_output(module: Module, grad_output: Any, shape: tuple[int, ...])
     shape (NumPy would broadcast a wrong one silently, or fail deep inside)."""
     got = getattr(grad_output, "shape", None)
     if got != shape:
-        shown = got if got is not None else type(grad_output).__name__
+        shown = f"has shape {got}" if got is not None else f"is a {type(grad_output).__name__}"
         raise ValueError(
-            f"{type(module).__name__}.backward: grad_output has shape {shown}, but the last "
-            f"forward returned shape {shape}; pass dL/dy for that output, as an ndarray"
+            f"{type(module).__name__}.backward: grad_output {shown}, but the last forward "
+            f"returned shape {shape}; pass dL/dy for that output, as an ndarray"
         )
 
 

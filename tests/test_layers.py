@@ -441,3 +441,10 @@ def test_backward_names_a_wrongly_shaped_grad_output(make, rng):
     expected = re.escape(f"shape (5, 1), but the last forward returned shape {y.shape}")
     with pytest.raises(ValueError, match=expected):
         layer.backward(bad)
+
+
+def test_backward_names_a_grad_output_that_is_not_an_array(rng):
+    layer = Linear(2, 2, dtype=np.float64)
+    layer(rng.normal(size=(1, 2)))
+    with pytest.raises(ValueError, match=r"Linear.backward: grad_output is a list, but"):
+        layer.backward([[1.0, 2.0]])
