@@ -20,6 +20,7 @@ gradient of the *sum* of the per-element losses (an upstream of ones), and
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -47,11 +48,17 @@ class _Loss(Module):
             )
         self.reduction = reduction
         self._loss_shape: tuple[int, ...] | None = None
+        self._divisor: Any = None
 
-    def _reduce(self, losses: np.ndarray) -> float | np.ndarray:
+    def _reduce(self, losses: np.ndarray, divisor: Any = None) -> float | np.ndarray:
+        """Reduce ``losses``; ``'mean'`` divides their sum by ``divisor`` (None: their
+        number; 0 gives nan, 0/0, as PyTorch's weighted mean)."""
         self._loss_shape = losses.shape
+        self._divisor = divisor
         if self.reduction == "mean":
-            return float(losses.mean())
+            if divisor is None:
+                return float(losses.mean())
+            return float(losses.sum() / divisor) if divisor != 0 else math.nan
         if self.reduction == "sum":
             return float(losses.sum())
         return losses
@@ -77,7 +84,11 @@ class _Loss(Module):
             raise RuntimeError(f"{type(self).__name__}.backward() called before forward()")
         grad_input = self._unreduced_grad()
         if self.reduction == "mean":
-            grad_input *= 1.0 / max(int(np.prod(self._loss_shape)), 1)
+            divisor = self._divisor
+            if divisor is None:
+                grad_input *= 1.0 / max(int(np.prod(self._loss_shape)), 1)
+            else:
+                grad_input *= 1.0 / divisor if divisor != 0 else math.nan
         if grad_output is None:
             return grad_input
         upstream = np.asarray(grad_output, dtype=grad_input.dtype)
@@ -112,39 +123,81 @@ class _Loss(Module):
 
 
 class CrossEntropyLoss(_Loss):
-    """Measure the cross-entropy of logits against class indices:
-    loss_n = -log softmax(input_n)[target_n] = logsumexp(input_n) - input_n[target_n].
+    r"""Measure the cross-entropy of logits against class indices, with optional class
+    weights and label smoothing:
+    loss_n = -sum_c q_{n,c} log softmax(input_n)_c, q_{n,c} = w_c ((1 - ε) 1[c = y_n] + ε / C).
 
-    The log-softmax is fused into the loss (computed as log-sum-exp after
-    shifting by the row maximum, finite for logits of magnitude 1000), and the
-    gradient is softmax(input) - onehot(target). Give it raw scores: do **not**
+    q_n is the target distribution: the one-hot label mixed with the uniform
+    distribution by the smoothing ε (Szegedy et al. 2016), each class c then
+    scaled by its weight w_c. Written out, as PyTorch computes it:
+    loss_n = (1 - ε) w_{y_n} (-log p_{n,y_n}) + (ε / C) sum_c w_c (-log p_{n,c}),
+    so the smoothing term weighs every class c by w_c, not by the target's weight.
+    Without weight (w = 1) and smoothing this is -log p_{n,y_n}.
+
+    ``'mean'`` divides the sum of the losses by sum_n w_{y_n}, the summed weights of
+    the target classes (N without weight), as PyTorch does; when that sum is 0 the
+    result is 0/0, nan, as in PyTorch.
+
+    The gradient is dloss_n/dinput_{n,c} = p_{n,c} sum_k q_{n,k} - q_{n,c}, i.e.
+    softmax(input) - onehot(target) without weight and smoothing. The
+    log-softmax is fused into the loss (log-sum-exp after shifting by the row
+    maximum, finite for logits of magnitude 1000). Give it raw scores: do **not**
     put Softmax before this loss.
 
     Args:
-        reduction: ``'mean'`` (average over the N samples), ``'sum'`` or ``'none'``
+        weight: w, one rescaling weight per class, shape (C,), finite and ≥ 0.
+            Default: None (all 1). Kept as a buffer (in ``state_dict()``, as PyTorch).
+        reduction: ``'mean'`` (the weighted mean above), ``'sum'`` or ``'none'``
             (per-sample losses, shape (N,)). Default: ``'mean'``.
+        label_smoothing: ε, the share of the target mass spread uniformly over the
+            C classes, in [0, 1]; 0 is no smoothing. Default: 0.0.
     Shape:
         - input: (N, C) logits, float32 or float64.
         - target: (N,) integer class indices in [0, C).
+        - weight: (C,), cast to input's dtype.
         - Output: a Python float, or (N,) in input's dtype for ``'none'``.
-    Caches: _probs (softmax of the input), _target.
+    Caches: _probs (softmax of the input), _target_dist (q).
     Raises:
         TypeError: input is not a float ndarray; target is not integer (class
-            probabilities are not supported).
-        ValueError: an unknown reduction; input not 2-D; target shape is not (N,);
-            a class index outside [0, C).
+            probabilities are not supported); weight is not numeric.
+        ValueError: an unknown reduction; label_smoothing outside [0, 1]; weight not
+            1-D, negative or not finite; input not 2-D; target shape is not (N,); a
+            class index outside [0, C); weight's length is not C.
+    References: Szegedy et al. (2016), "Rethinking the Inception Architecture for
+        Computer Vision", https://arxiv.org/abs/1512.00567 (label smoothing);
+        ``torch.nn.CrossEntropyLoss`` (how weight, smoothing and 'mean' combine).
     Example:
         >>> loss_fn = CrossEntropyLoss()
         >>> round(loss_fn(np.zeros((2, 4)), np.array([0, 3])), 6)  # log 4
         1.386294
         >>> loss_fn.backward()[0].tolist()  # (softmax - onehot) / N
         [-0.375, 0.125, 0.125, 0.125]
+        >>> smooth = CrossEntropyLoss(weight=np.array([1.0, 3.0]), label_smoothing=0.5)
+        >>> # q = [1 (0.5 + 0.25), 3 (0 + 0.25)]: loss = -0.75 log 0.5 - 0.75 log 0.5,
+        >>> # divided by w_0 = 1; gradient p sum(q) - q = 0.5 * 1.5 - 0.75
+        >>> round(smooth(np.zeros((1, 2)), np.array([0])), 6)  # 1.5 log 2
+        1.039721
+        >>> smooth.backward().tolist()
+        [[0.0, 0.0]]
     """
 
-    def __init__(self, *, reduction: str = "mean") -> None:
+    def __init__(
+        self, weight: Any = None, *, reduction: str = "mean", label_smoothing: float = 0.0
+    ) -> None:
         super().__init__(reduction)
+        if (
+            isinstance(label_smoothing, bool)
+            or not isinstance(label_smoothing, (int, float, np.integer, np.floating))
+            or not 0 <= label_smoothing <= 1
+        ):
+            raise ValueError(
+                f"CrossEntropyLoss: label_smoothing must be a number in [0, 1], got "
+                f"{label_smoothing!r}; 0 is no smoothing, 0.1 a common choice"
+            )
+        self.label_smoothing = float(label_smoothing)
+        self.register_buffer("weight", None if weight is None else _class_weight(weight))
         self._probs: np.ndarray | None = None
-        self._target: np.ndarray | None = None
+        self._target_dist: np.ndarray | None = None
 
     def forward(self, input: np.ndarray, target: np.ndarray) -> float | np.ndarray:
         if not isinstance(input, np.ndarray) or input.dtype not in (np.float32, np.float64):
@@ -175,20 +228,61 @@ class CrossEntropyLoss(_Loss):
                 f"CrossEntropyLoss: target has class index {target[bad][0]} but input has "
                 f"{C} classes; indices must be in [0, {C - 1}]"
             )
+        weight = self.weight
+        if weight is not None and weight.shape != (C,):
+            raise ValueError(
+                f"CrossEntropyLoss: weight has shape {weight.shape} but input has {C} classes; "
+                f"give one weight per class, shape ({C},)"
+            )
+        # log p = x - max - log sum exp(x - max): no overflow for large logits
         shifted = input - input.max(axis=1, keepdims=True)
         probs = np.exp(shifted)
         sum_exp = probs.sum(axis=1, keepdims=True)
-        rows = np.arange(N)
-        losses = np.log(sum_exp[:, 0])
-        losses -= shifted[rows, target]
+        log_probs = shifted - np.log(sum_exp)
         probs /= sum_exp
-        self._probs, self._target = probs, target
-        return self._reduce(losses)
+        # q = w * ((1 - ε) onehot(y) + ε / C), the weighted, smoothed target
+        eps = self.label_smoothing
+        target_dist = np.zeros_like(input)
+        target_dist[np.arange(N), target] = 1 - eps
+        if eps:
+            target_dist += eps / C
+        divisor = None  # 'mean' over N
+        if weight is not None:
+            weight = weight.astype(input.dtype, copy=False)
+            target_dist *= weight
+            divisor = weight[target].sum()  # 'mean' over sum_n w_{y_n}
+        losses = -(target_dist * log_probs).sum(axis=1)
+        self._probs, self._target_dist = probs, target_dist
+        return self._reduce(losses, divisor)
 
     def _unreduced_grad(self) -> np.ndarray:
-        grad_input = self._probs.copy()  # softmax - onehot, in one buffer
-        grad_input[np.arange(len(self._target)), self._target] -= 1
+        # d/dx_c sum_k q_k (-log p_k) = p_c sum_k q_k - q_c (= p - onehot without w, ε)
+        grad_input = self._probs * self._target_dist.sum(axis=1, keepdims=True)
+        grad_input -= self._target_dist
         return grad_input
+
+
+def _class_weight(weight: Any) -> np.ndarray:
+    """Validate CrossEntropyLoss's ``weight``: a finite, non-negative (C,) float array."""
+    try:
+        array = np.array(weight, dtype=np.float64)
+    except (TypeError, ValueError) as error:
+        raise TypeError(
+            f"CrossEntropyLoss: weight must be an array of C numbers, got {weight!r}"
+        ) from error
+    if array.ndim != 1:
+        raise ValueError(
+            f"CrossEntropyLoss: weight must be 1-D, one weight per class, shape (C,), got "
+            f"shape {array.shape}"
+        )
+    if not np.all(np.isfinite(array)):
+        raise ValueError(f"CrossEntropyLoss: weight must be finite, got {array.tolist()}")
+    if np.any(array < 0):
+        raise ValueError(
+            f"CrossEntropyLoss: weight must be >= 0, got {array.tolist()}; a class weight "
+            "rescales that class's losses"
+        )
+    return array
 
 
 class MSELoss(_Loss):

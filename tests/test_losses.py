@@ -115,6 +115,136 @@ def test_mean_backward_scales_with_scalar_upstream(rng):
     np.testing.assert_allclose(loss_fn.backward(3.0), 3 * loss_fn.backward(), rtol=1e-15)
 
 
+# -- CrossEntropyLoss: class weights and label smoothing --------------------------------------
+
+CE_WEIGHT = np.array([0.5, 2.0, 1.0, 3.0])  # C = 4, uneven on purpose
+
+
+def _ce_case(rng, dtype, scale=3.0):
+    x = (scale * rng.normal(size=(6, 4))).astype(dtype)
+    target = np.array([0, 3, 3, 1, 2, 3])  # class 3, the heaviest, three times
+    return x, target
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("label_smoothing", [0.0, 0.1, 1.0])
+@pytest.mark.parametrize("weighted", [False, True], ids=["unweighted", "weighted"])
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+def test_cross_entropy_options_match_torch(
+    reduction, weighted, label_smoothing, dtype, rng, assert_close
+):
+    torch = pytest.importorskip("torch")
+    x, target = _ce_case(rng, dtype)
+    weight = CE_WEIGHT if weighted else None
+    loss_fn = CrossEntropyLoss(weight, reduction=reduction, label_smoothing=label_smoothing)
+    ref = torch.nn.CrossEntropyLoss(
+        weight=None if weight is None else torch.from_numpy(weight.astype(dtype)),
+        reduction=reduction,
+        label_smoothing=label_smoothing,
+    )
+    x_t = torch.tensor(x, requires_grad=True)
+    loss_t = ref(x_t, torch.from_numpy(target.astype(np.int64)))
+    loss = loss_fn(x, target)
+    if reduction == "none":
+        upstream = rng.normal(size=6).astype(dtype)
+        loss_t.backward(torch.from_numpy(upstream))
+        grad_input = loss_fn.backward(upstream)
+        assert loss.dtype == dtype
+    else:
+        loss_t.backward()
+        grad_input = loss_fn.backward()
+    assert_close(loss, loss_t.detach().numpy(), dtype=dtype)
+    assert grad_input.dtype == dtype
+    assert_close(grad_input, x_t.grad.numpy())
+
+
+@pytest.mark.parametrize("label_smoothing", [0.0, 0.1, 1.0])
+@pytest.mark.parametrize("weighted", [False, True], ids=["unweighted", "weighted"])
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+def test_cross_entropy_options_gradcheck(reduction, weighted, label_smoothing, rng):
+    loss_fn = CrossEntropyLoss(
+        CE_WEIGHT if weighted else None, reduction=reduction, label_smoothing=label_smoothing
+    )
+    gradcheck_loss(loss_fn, *_ce_case(rng, np.float64, scale=1.0))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("label_smoothing", [0.1, 1.0])
+def test_cross_entropy_weighted_smoothed_finite_for_logits_of_magnitude_1000(
+    label_smoothing, dtype, assert_close
+):
+    torch = pytest.importorskip("torch")
+    x = np.array([[1000.0, -1000.0, 0.0, 5.0], [-1000.0, 1000.0, 5.0, 0.0]], dtype=dtype)
+    target = np.array([1, 1])
+    loss_fn = CrossEntropyLoss(CE_WEIGHT, label_smoothing=label_smoothing)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        loss = loss_fn(x, target)
+        grad_input = loss_fn.backward()
+    assert math.isfinite(loss) and np.all(np.isfinite(grad_input))
+    x_t = torch.tensor(x, requires_grad=True)
+    loss_t = torch.nn.CrossEntropyLoss(
+        weight=torch.from_numpy(CE_WEIGHT.astype(dtype)), label_smoothing=label_smoothing
+    )(x_t, torch.from_numpy(target))
+    loss_t.backward()
+    assert_close(loss, loss_t.detach().numpy(), dtype=dtype)
+    assert_close(grad_input, x_t.grad.numpy())
+
+
+def test_cross_entropy_weighted_smoothed_hand_example():
+    # Equal logits, C = 2: p = [1/2, 1/2], -log p = log 2 for both classes.
+    # w = [1, 3], ε = 0.5, y = [0, 1]: q_0 = [1 (0.5 + 0.25), 3 (0.25)] = [0.75, 0.75],
+    # q_1 = [1 (0.25), 3 (0.5 + 0.25)] = [0.25, 2.25]; losses = sum(q_n) log 2 = [1.5, 2.5] log 2;
+    # 'mean' divides their sum, 4 log 2, by w_0 + w_1 = 4: log 2.
+    # Gradient p sum(q_n) - q_n: [0, 0] and [1.25 - 0.25, 1.25 - 2.25] = [1, -1], / 4.
+    loss_fn = CrossEntropyLoss(np.array([1.0, 3.0]), label_smoothing=0.5)
+    assert loss_fn(np.zeros((2, 2)), np.array([0, 1])) == pytest.approx(math.log(2), rel=1e-15)
+    np.testing.assert_allclose(loss_fn.backward(), [[0.0, 0.0], [0.25, -0.25]], atol=1e-16)
+
+
+def test_cross_entropy_without_options_keeps_softmax_minus_onehot(rng):
+    x, target = _ce_case(rng, np.float32)
+    loss_fn = CrossEntropyLoss(reduction="sum")
+    loss_fn(x, target)
+    shifted = x - x.max(axis=1, keepdims=True)
+    probs = np.exp(shifted) / np.exp(shifted).sum(axis=1, keepdims=True)
+    probs[np.arange(6), target] -= 1
+    np.testing.assert_array_equal(loss_fn.backward(), probs)  # bit for bit: p * 1 - onehot
+
+
+@pytest.mark.parametrize("label_smoothing", [0.0, 0.1])
+def test_cross_entropy_mean_is_nan_when_no_target_has_weight_as_torch(label_smoothing):
+    torch = pytest.importorskip("torch")
+    weight, x, target = np.array([0.0, 0.0, 1.0]), np.zeros((2, 3)), np.array([0, 1])
+    loss_fn = CrossEntropyLoss(weight, label_smoothing=label_smoothing)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        loss = loss_fn(x, target)
+        grad_input = loss_fn.backward()
+    reference = torch.nn.CrossEntropyLoss(
+        weight=torch.from_numpy(weight), label_smoothing=label_smoothing
+    )(torch.from_numpy(x), torch.from_numpy(target))
+    assert math.isnan(loss) and math.isnan(float(reference))
+    assert np.all(np.isnan(grad_input))
+
+
+def test_cross_entropy_weight_is_a_buffer_as_torch():
+    torch = pytest.importorskip("torch")
+    loss_fn = CrossEntropyLoss([1, 2, 3])
+    assert list(loss_fn.state_dict()) == list(
+        torch.nn.CrossEntropyLoss(weight=torch.ones(3)).state_dict()
+    )
+    np.testing.assert_array_equal(loss_fn.weight, [1.0, 2.0, 3.0])
+    assert CrossEntropyLoss().weight is None and not CrossEntropyLoss().state_dict()
+
+
+def test_cross_entropy_float32_input_with_float64_weight_stays_float32(rng):
+    x, target = _ce_case(rng, np.float32)
+    loss_fn = CrossEntropyLoss(CE_WEIGHT, reduction="none", label_smoothing=0.1)
+    assert loss_fn(x, target).dtype == np.float32
+    assert loss_fn.backward().dtype == np.float32
+
+
 # -- hand-worked examples --------------------------------------------------------------------
 
 
@@ -265,6 +395,47 @@ def test_cross_entropy_rejects_class_index_out_of_range(bad):
 def test_cross_entropy_rejects_bad_shapes(x, target, match):
     with pytest.raises(ValueError, match=match):
         CrossEntropyLoss()(x, target)
+
+
+@pytest.mark.parametrize("value", [-0.1, 1.5, math.nan, math.inf, "0.1", True])
+def test_cross_entropy_rejects_label_smoothing_outside_unit_interval(value):
+    with pytest.raises(
+        ValueError, match=r"CrossEntropyLoss: label_smoothing must be a number in \[0, 1\], got"
+    ):
+        CrossEntropyLoss(label_smoothing=value)
+
+
+@pytest.mark.parametrize(
+    "weight, match",
+    [
+        pytest.param(
+            [1.0, -0.5, 1.0], r"weight must be >= 0, got \[1.0, -0.5, 1.0\]", id="negative"
+        ),
+        pytest.param(
+            [1.0, math.nan, 1.0], r"weight must be finite, got \[1.0, nan, 1.0\]", id="nan"
+        ),
+        pytest.param([1.0, math.inf, 1.0], r"weight must be finite", id="inf"),
+        pytest.param(np.ones((1, 3)), r"weight must be 1-D.*got shape \(1, 3\)", id="2d"),
+        pytest.param(2.0, r"weight must be 1-D.*got shape \(\)", id="scalar"),
+    ],
+)
+def test_cross_entropy_rejects_bad_weight(weight, match):
+    with pytest.raises(ValueError, match=f"CrossEntropyLoss: {match}"):
+        CrossEntropyLoss(weight)
+
+
+def test_cross_entropy_rejects_non_numeric_weight():
+    with pytest.raises(TypeError, match="CrossEntropyLoss: weight must be an array of C numbers"):
+        CrossEntropyLoss(["a", "b"])
+
+
+def test_cross_entropy_rejects_weight_of_the_wrong_size_at_forward():
+    loss_fn = CrossEntropyLoss([1.0, 2.0, 3.0])
+    with pytest.raises(
+        ValueError,
+        match=r"CrossEntropyLoss: weight has shape \(3,\) but input has 4 classes.*shape \(4,\)",
+    ):
+        loss_fn(np.zeros((2, 4)), np.array([0, 1]))
 
 
 @pytest.mark.parametrize("value", [-0.1, 1.2, math.nan])
