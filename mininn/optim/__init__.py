@@ -42,6 +42,7 @@ class Optimizer:
         state: ``{Parameter: dict}``, filled lazily at a parameter's first step
             with PyTorch's names (``step``, ``exp_avg``, ``momentum_buffer``, ...).
         defaults: the hyperparameters given to the constructor.
+    Checkpoints: :meth:`state_dict` / :meth:`load_state_dict`, in PyTorch's layout.
     Raises:
         ValueError: the parameter list is empty; a parameter appears in two groups;
             a hyperparameter is out of range.
@@ -169,12 +170,236 @@ class Optimizer:
     def _update(self, group: dict, run: _Run) -> None:
         raise NotImplementedError(f"{type(self).__name__} is missing the required '_update' method")
 
+    # -- state_dict ---------------------------------------------------------------------
+
+    # The per-parameter state names, in PyTorch's order (subclasses set them).
+    _state_names: tuple[str, ...] = ()
+
+    def _required_state(self, group: dict) -> tuple[str, ...]:
+        """The state names that a parameter which has stepped holds under ``group``."""
+        return ()
+
+    def state_dict(self) -> dict[str, Any]:
+        """Return a copy of the optimizer's state, in ``torch.optim.Optimizer``'s layout.
+
+        Parameters are numbered in the order of the groups, from 0, as PyTorch does::
+
+            {"state": {0: {"step": 3, "exp_avg": array, ...}, ...},
+             "param_groups": [{"lr": 0.001, ..., "params": [0, 1, 2]}, ...]}
+
+        Only parameters that have stepped have an entry in ``"state"``, with the
+        same names as ``optimizer.state[p]`` (PyTorch's); ``"step"`` is an int,
+        every array a copy. Nothing in it refers to the optimizer, so it can be
+        saved with :func:`mininn.save`.
+
+        Example:
+            >>> p = Parameter(np.array([1.0, 2.0]))
+            >>> opt = SGD([p], lr=0.1, momentum=0.9)
+            >>> p.grad[...] = [1.0, -1.0]
+            >>> opt.step()
+            >>> state = opt.state_dict()
+            >>> state["state"]
+            {0: {'momentum_buffer': array([ 1., -1.])}}
+            >>> state["param_groups"][0]["params"], state["param_groups"][0]["lr"]
+            ([0], 0.1)
+        """
+        index: dict[int, int] = {}  # id(param) -> its number
+        param_groups = []
+        for group in self.param_groups:
+            packed = {key: value for key, value in group.items() if key != "params"}
+            packed["params"] = [index.setdefault(id(p), len(index)) for p in group["params"]]
+            param_groups.append(packed)
+        state = {}
+        for group in self.param_groups:
+            for param in group["params"]:
+                if self.state.get(param):
+                    state[index[id(param)]] = {
+                        name: value.copy() if isinstance(value, np.ndarray) else value
+                        for name, value in self.state[param].items()
+                    }
+        return {"state": state, "param_groups": param_groups}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Load a state returned by :meth:`state_dict` (copied in: the optimizer
+        continues exactly where the saved one stopped).
+
+        The hyperparameters of each group are replaced by the saved ones (so a
+        learning rate changed by a scheduler is restored), and the per-parameter
+        state is copied into the optimizer's buffers; a parameter without saved
+        state starts afresh. Everything is checked before anything is changed.
+        Integer keys given as strings ("0") and NumPy scalars are accepted (as a
+        file may return them); PyTorch's implementation flags (``foreach``,
+        ``fused``, ``capturable``, ``differentiable``, ``decoupled_weight_decay``,
+        ``param_names``) are ignored.
+
+        Args:
+            state_dict: ``{"state": {...}, "param_groups": [...]}``, as returned
+                by :meth:`state_dict` of the same optimizer class over the same
+                parameters.
+        Raises:
+            ValueError: listing, in one message, everything that does not fit: the
+                number of groups, the number of parameters in a group, a missing or
+                unknown hyperparameter or state name, an out-of-range hyperparameter,
+                a state array whose shape differs from its parameter's, a step that
+                is not a non-negative integer.
+        Example:
+            >>> p = Parameter(np.array([1.0]))
+            >>> opt = Adam([p], lr=0.1)
+            >>> p.grad[...] = [2.0]
+            >>> opt.step()
+            >>> fresh = Adam([Parameter(p.data)], lr=0.5)
+            >>> fresh.load_state_dict(opt.state_dict())
+            >>> fresh.param_groups[0]["lr"], fresh.state[fresh.param_groups[0]["params"][0]]["step"]
+            (0.1, 1)
+        """
+        name = type(self).__name__
+        if not isinstance(state_dict, dict) or not {"state", "param_groups"} <= set(state_dict):
+            got = sorted(state_dict) if isinstance(state_dict, dict) else type(state_dict).__name__
+            raise ValueError(
+                f"{name}.load_state_dict: expected a dict with 'state' and 'param_groups' "
+                f"(from Optimizer.state_dict()), got {got}"
+            )
+        problems: list[str] = []
+        saved_groups = list(state_dict["param_groups"])
+        if len(saved_groups) != len(self.param_groups):
+            problems.append(
+                f"{len(saved_groups)} parameter group(s) saved, the optimizer has "
+                f"{len(self.param_groups)}"
+            )
+        hyperparameters = []  # per group: the saved values, as this optimizer holds them
+        owner: dict[int, tuple[int, Parameter]] = {}  # saved number -> (group, param)
+        for g, (group, saved) in enumerate(zip(self.param_groups, saved_groups, strict=False)):
+            hyperparameters.append(self._saved_hyperparameters(g, group, saved, problems))
+            numbers = [int(i) for i in saved.get("params", [])]
+            if len(numbers) != len(group["params"]):
+                problems.append(
+                    f"group {g} has {len(numbers)} parameter(s) saved, the optimizer's has "
+                    f"{len(group['params'])}"
+                )
+            else:
+                owner.update(zip(numbers, ((g, p) for p in group["params"]), strict=True))
+        state: dict[int, dict[str, Any]] = {}  # id(param) -> saved state
+        for key, saved in dict(state_dict["state"]).items():
+            number = int(key)
+            if number not in owner:
+                if len(saved_groups) == len(self.param_groups):
+                    problems.append(f"state of parameter {number}, which no group lists")
+                continue
+            g, param = owner[number]
+            required = self._required_state({**self.param_groups[g], **hyperparameters[g]})
+            state[id(param)] = self._saved_state(number, param, dict(saved), required, problems)
+        if problems:
+            raise ValueError(
+                f"{name}.load_state_dict: the state dict does not fit this optimizer: "
+                + "; ".join(problems)
+                + f". Load a state dict saved from a {name} over the same parameters"
+            )
+        for group, saved in zip(self.param_groups, hyperparameters, strict=True):
+            group.update(saved)
+        self.state.clear()
+        for flats in self._flats:
+            for flat in flats:
+                flat.reset_state()
+                for index, param in enumerate(flat.params):
+                    for key, value in state.get(id(param), {}).items():
+                        if key == "step":
+                            self.state[param]["step"] = int(np.asarray(value).item())
+                        else:
+                            view = flat.state_view(key, index)
+                            view[...] = value
+                            self.state[param][key] = view
+
+    def _saved_hyperparameters(
+        self, g: int, group: dict, saved: dict, problems: list[str]
+    ) -> dict[str, Any]:
+        """The hyperparameters of saved group ``g`` that this optimizer takes, as its
+        own types (a tuple stays a tuple, a NumPy scalar becomes a number); a missing,
+        unknown or out-of-range one is added to ``problems``."""
+        given = {key: value for key, value in saved.items() if key not in _NOT_HYPERPARAMETERS}
+        missing = [key for key in self.defaults if key not in given]
+        unknown = [key for key in given if key not in self.defaults]
+        if missing:
+            problems.append(f"group {g} lacks hyperparameter(s) {missing}")
+        if unknown:
+            problems.append(
+                f"group {g} has hyperparameter(s) {unknown}, which {type(self).__name__} "
+                "does not take"
+            )
+        values = {
+            key: _as_python(value, group[key])
+            for key, value in given.items()
+            if key in self.defaults
+        }
+        try:
+            self._validate({**group, **values})
+        except (TypeError, ValueError) as error:
+            problems.append(f"group {g}: {error}")
+        return values
+
+    def _saved_state(
+        self,
+        number: int,
+        param: Parameter,
+        saved: dict,
+        required: tuple[str, ...],
+        problems: list[str],
+    ) -> dict[str, Any]:
+        """The saved state of parameter ``number``, checked against ``param``; what
+        does not fit is added to ``problems``."""
+        if not saved:
+            return {}
+        missing = [key for key in required if key not in saved]
+        unknown = [key for key in saved if key not in self._state_names]
+        if missing:
+            problems.append(f"state of parameter {number} lacks {missing}")
+        if unknown:
+            problems.append(
+                f"state of parameter {number} has {unknown}, which {type(self).__name__} "
+                f"does not keep (it keeps {list(self._state_names)})"
+            )
+        for key, value in saved.items():
+            array = np.asarray(value)
+            if key == "step":
+                if (
+                    array.shape != ()
+                    or array.dtype.kind not in "iuf"
+                    or not (float(array) >= 0 and float(array).is_integer())
+                ):
+                    problems.append(
+                        f"state of parameter {number} has step {value!r}, expected a count >= 0"
+                    )
+            elif array.dtype.kind not in "iuf" or array.shape != param.shape:
+                problems.append(
+                    f"state {key!r} of parameter {number} has shape {array.shape} "
+                    f"({array.dtype}), the parameter {param.shape}"
+                )
+        # PyTorch's order, whatever the saved one.
+        return {key: saved[key] for key in self._state_names if key in saved}
+
     def __repr__(self) -> str:
         lines = [f"{type(self).__name__} ("]
         for index, group in enumerate(self.param_groups):
             lines.append(f"Parameter Group {index}")
             lines += [f"    {key}: {group[key]}" for key in sorted(group) if key != "params"]
         return "\n".join([*lines, ")"])
+
+
+# Keys of a saved param group that are not hyperparameters of ours: the parameter
+# numbers, and PyTorch's implementation flags (its state dicts carry them).
+_NOT_HYPERPARAMETERS = frozenset(
+    {"params", "param_names", "foreach", "fused", "capturable", "differentiable",
+     "decoupled_weight_decay"}
+)  # fmt: skip
+
+
+def _as_python(value: Any, like: Any) -> Any:
+    """``value`` as the type of ``like``: a NumPy scalar or 0-d array as a number, a
+    list or 1-d array as a tuple where ``like`` is one (``betas``)."""
+    if isinstance(like, tuple) and isinstance(value, (list, tuple, np.ndarray)):
+        return tuple(_as_python(v, None) for v in value)
+    if isinstance(value, (np.generic, np.ndarray)) and np.ndim(value) == 0:
+        return value.item()
+    return value
 
 
 def _floats(group: dict, *names: str) -> tuple[float, ...]:
@@ -243,6 +468,11 @@ class SGD(Optimizer):
         defaults = dict(lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay,
                         nesterov=nesterov, maximize=maximize)  # fmt: skip
         super().__init__(params, defaults)
+
+    _state_names = ("momentum_buffer",)
+
+    def _required_state(self, group: dict) -> tuple[str, ...]:
+        return ("momentum_buffer",) if group["momentum"] != 0 else ()
 
     def _validate(self, hp: dict) -> None:
         _check_non_negative("SGD", "learning rate", hp["lr"])
@@ -348,6 +578,11 @@ class Adam(Optimizer):
         defaults = dict(lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
                         amsgrad=amsgrad, maximize=maximize)  # fmt: skip
         super().__init__(params, defaults)
+
+    _state_names = ("step", "exp_avg", "exp_avg_sq", "max_exp_avg_sq")
+
+    def _required_state(self, group: dict) -> tuple[str, ...]:
+        return ("step", "exp_avg", "exp_avg_sq") + (("max_exp_avg_sq",) if group["amsgrad"] else ())
 
     def _validate(self, hp: dict) -> None:
         _check_adam(type(self).__name__, hp)
@@ -494,6 +729,12 @@ class RMSprop(Optimizer):
         defaults = dict(lr=lr, alpha=alpha, eps=eps, weight_decay=weight_decay,
                         momentum=momentum, centered=centered, maximize=maximize)  # fmt: skip
         super().__init__(params, defaults)
+
+    _state_names = ("step", "square_avg", "momentum_buffer", "grad_avg")
+
+    def _required_state(self, group: dict) -> tuple[str, ...]:
+        momentum = ("momentum_buffer",) if group["momentum"] > 0 else ()
+        return ("step", "square_avg", *momentum) + (("grad_avg",) if group["centered"] else ())
 
     def _validate(self, hp: dict) -> None:
         _check_non_negative("RMSprop", "learning rate", hp["lr"])

@@ -61,6 +61,16 @@ class _Flat:
             self._scratch[name] = np.empty_like(self.data)
         return self._scratch[name]
 
+    def state_view(self, name: str, index: int) -> np.ndarray:
+        """Parameter ``index``'s slice of the state buffer ``name``, in its shape."""
+        lo, hi = self.offsets[index], self.offsets[index + 1]
+        return self.state_buffer(name)[lo:hi].reshape(self.params[index].shape)
+
+    def reset_state(self) -> None:
+        """Zero every state buffer: a parameter's first step expects zeros there."""
+        for buffer in self._state.values():
+            buffer.fill(0)
+
     def detached(self) -> list[int]:
         """Indices of the parameters whose .data or .grad is no longer a view of ours."""
         return [
@@ -95,13 +105,11 @@ class _Run:
     def state(self, name: str) -> np.ndarray:
         """The state buffer ``name`` (zeros on first use), also exposed per parameter
         as ``optimizer.state[p][name]``."""
-        buffer = self._flat.state_buffer(name)
         for offset, param in enumerate(self.params):
             per_param = self._state[param]
             if name not in per_param:
-                lo = self._flat.offsets[self._first + offset]
-                per_param[name] = buffer[lo : lo + param.size].reshape(param.shape)
-        return buffer[self._lo : self._hi]
+                per_param[name] = self._flat.state_view(name, self._first + offset)
+        return self._flat.state_buffer(name)[self._lo : self._hi]
 
     def scratch(self, name: str) -> np.ndarray:
         return self._flat.scratch(name)[self._lo : self._hi]
