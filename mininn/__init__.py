@@ -18,7 +18,7 @@ Example:
     (5, 4)
 """
 
-from mininn import config, data, init, interop, metrics, models, optim, training
+from mininn import config, data, init, interop, metrics, models, optim, training, utils
 from mininn._rng import default_rng, manual_seed
 from mininn.activations import LeakyReLU, ReLU, Sigmoid, Softmax, Tanh
 from mininn.dataloader import DataLoader
@@ -65,4 +65,5 @@ __all__ = [
     "optim",
     "save",
     "training",
+    "utils",
 ]
