@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
 
 from mininn._rng import default_rng
+from mininn.transforms import _generator_state, _set_generator_state
 
 __all__ = ["DataLoader"]
 
@@ -20,6 +21,13 @@ class DataLoader:
     new permutation is drawn per epoch from a generator created once, at
     construction: the same ``seed`` gives the same sequence of epochs.
 
+    With a ``transform`` (e.g. :class:`mininn.transforms.RandomCrop`), each batch's
+    first array (the inputs) is passed through it as the loader yields the batch;
+    the other arrays (labels, ...) are yielded as they are. A transform with its own
+    seeded generator gives the same augmented batches for the same seeds.
+    :meth:`state_dict` holds the shuffling generator's state and the transform's,
+    so that a loader rebuilt and loaded from it continues with the same batches.
+
     Args:
         *arrays: one or more arrays (e.g. features and labels), indexed along axis 0.
             They are not copied and never modified.
@@ -31,13 +39,16 @@ class DataLoader:
         seed: an int seed, or a ``numpy.random.Generator``, for the shuffling. When
             None, a child generator is spawned from the package generator (seeded by
             :func:`mininn.manual_seed`) at construction. Default: None.
+        transform: a callable applied to the first array of each batch, ``(B, ...) ->
+            (B, ...)``, or None. Default: None.
     Shape:
         - Each array: (N, ...), any dtype. Each batch: (B, ...), the same dtype, with
           B = batch_size except possibly the last. Batches are new arrays.
     Raises:
         ValueError: no arrays; a 0-d array; arrays with different first dimensions;
             batch_size < 1.
-        TypeError: batch_size is not an int; seed is neither None, an int nor a Generator.
+        TypeError: batch_size is not an int; seed is neither None, an int nor a Generator;
+            transform is not callable.
     Example:
         >>> x, y = np.arange(10).reshape(5, 2), np.arange(5)
         >>> loader = DataLoader(x, y, batch_size=2)
@@ -52,6 +63,7 @@ class DataLoader:
         shuffle: bool = False,
         drop_last: bool = False,
         seed: int | np.random.Generator | None = None,
+        transform: Callable[[np.ndarray], np.ndarray] | None = None,
     ) -> None:
         if not arrays:
             raise ValueError("DataLoader: expected at least one array, got none")
@@ -74,7 +86,13 @@ class DataLoader:
         self.batch_size = int(batch_size)
         self.shuffle = bool(shuffle)
         self.drop_last = bool(drop_last)
+        if transform is not None and not callable(transform):
+            raise TypeError(
+                f"DataLoader: transform must be a callable (batch -> batch) or None, got "
+                f"{type(transform).__name__}"
+            )
         self._generator = _make_generator(seed)
+        self.transform = transform
 
     @property
     def num_samples(self) -> int:
@@ -102,12 +120,56 @@ class DataLoader:
     def __iter__(self) -> Iterator[tuple[np.ndarray, ...]]:
         for indices in self.iter_indices():
             # np.take on a whole index array is one gather per array, into a new array.
-            yield tuple(np.take(a, indices, axis=0) for a in self.arrays)
+            batch = tuple(np.take(a, indices, axis=0) for a in self.arrays)
+            if self.transform is not None:
+                inputs = self.transform(batch[0])
+                if np.shape(inputs)[:1] != (len(indices),):
+                    raise ValueError(
+                        f"DataLoader: the transform returned shape {np.shape(inputs)} for a "
+                        f"batch of {len(indices)} samples; it must keep the first dimension"
+                    )
+                batch = (inputs, *batch[1:])
+            yield batch
+
+    def state_dict(self) -> dict:
+        """The random state: ``{"generator": <shuffling generator's state>, "transform":
+        <the transform's state_dict(), or None>}``, plain str/int values."""
+        transform = self.transform
+        return {
+            "generator": _generator_state(self._generator),
+            "transform": transform.state_dict() if hasattr(transform, "state_dict") else None,
+        }
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        """Restore the random state saved by :meth:`state_dict`; the next epochs (and
+        their augmentations) repeat those that followed the save.
+
+        Raises:
+            ValueError: ``state_dict`` is not of this form, or holds a transform state
+                when this loader's transform has none (or the reverse).
+        """
+        if not isinstance(state_dict, dict) or set(state_dict) != {"generator", "transform"}:
+            raise ValueError(
+                "DataLoader.load_state_dict: expected {'generator': ..., 'transform': ...}, got "
+                f"{sorted(state_dict) if isinstance(state_dict, dict) else state_dict!r}"
+            )
+        has_state = hasattr(self.transform, "state_dict")
+        if (state_dict["transform"] is None) == has_state:
+            raise ValueError(
+                f"DataLoader.load_state_dict: the saved state has "
+                f"{'no' if state_dict['transform'] is None else 'a'} transform state, this "
+                f"loader's transform ({self.transform!r}) "
+                f"{'has one' if has_state else 'has none'}"
+            )
+        _set_generator_state(self._generator, state_dict["generator"], "DataLoader.load_state_dict")
+        if has_state:
+            self.transform.load_state_dict(state_dict["transform"])
 
     def __repr__(self) -> str:
+        transform = "" if self.transform is None else f", transform={self.transform!r}"
         return (
             f"DataLoader(num_samples={self.num_samples}, batch_size={self.batch_size}, "
-            f"shuffle={self.shuffle}, drop_last={self.drop_last})"
+            f"shuffle={self.shuffle}, drop_last={self.drop_last}{transform})"
         )
 
 

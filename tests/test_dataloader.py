@@ -5,6 +5,7 @@ import pytest
 
 import mininn._rng
 from mininn.dataloader import DataLoader
+from mininn.transforms import Compose, RandomCrop, RandomHorizontalFlip
 
 N = 23
 
@@ -137,6 +138,7 @@ def test_empty_dataset_has_no_batches():
         ((np.zeros(4),), {"batch_size": 2.0}, TypeError, "batch_size must be an int, got 2.0"),
         ((np.zeros(4),), {"batch_size": True}, TypeError, "batch_size must be an int"),
         ((np.zeros(4),), {"seed": "x"}, TypeError, "seed must be None, an int"),
+        ((np.zeros(4),), {"transform": 3}, TypeError, "transform must be a callable.*got int"),
     ],
     ids=[
         "no-arrays",
@@ -147,8 +149,89 @@ def test_empty_dataset_has_no_batches():
         "float-batch",
         "bool-batch",
         "bad-seed",
+        "bad-transform",
     ],
 )
 def test_errors(arrays, kwargs, error, match):
     with pytest.raises(error, match=match):
         DataLoader(*arrays, **kwargs)
+
+
+# -- transform and state_dict -----------------------------------------------------------
+
+
+def _images(n=40):
+    x = np.random.default_rng(0).normal(size=(n, 36)).astype(np.float32)
+    return x, np.arange(n)
+
+
+def _augment(seed=1):
+    return Compose([
+        RandomCrop(6, padding=2, image_shape=(6, 6), seed=seed),
+        RandomHorizontalFlip(image_shape=(6, 6), seed=seed + 1),
+    ])  # fmt: skip
+
+
+def test_transform_applies_to_the_inputs_of_each_batch_only():
+    x, y = _images()
+    loader = DataLoader(x, y, batch_size=8, shuffle=True, seed=3, transform=_augment())
+    plain = DataLoader(x, y, batch_size=8, shuffle=True, seed=3)
+    reference = _augment()  # the same seeds, applied by hand to the same batches
+    for (xb, yb), (x_plain, y_plain) in zip(loader, plain, strict=True):
+        np.testing.assert_array_equal(yb, y_plain)  # labels untouched, same order
+        np.testing.assert_array_equal(xb, reference(x_plain))
+        assert xb.dtype == np.float32 and xb.shape == x_plain.shape
+
+
+def test_the_same_seeds_give_the_same_augmented_batches():
+    x, y = _images()
+
+    def epochs(loader):
+        return [np.concatenate([xb for xb, _ in loader]) for _ in range(2)]
+
+    a = epochs(DataLoader(x, y, batch_size=8, shuffle=True, seed=3, transform=_augment()))
+    b = epochs(DataLoader(x, y, batch_size=8, shuffle=True, seed=3, transform=_augment()))
+    np.testing.assert_array_equal(a[0], b[0])
+    np.testing.assert_array_equal(a[1], b[1])
+    assert not np.array_equal(a[0], a[1])
+
+
+@pytest.mark.parametrize("with_transform", [False, True], ids=["plain", "augmented"])
+def test_state_dict_resumes_the_same_epochs(with_transform):
+    x, y = _images()
+
+    def make(seed):
+        transform = _augment(seed) if with_transform else None
+        return DataLoader(x, y, batch_size=8, shuffle=True, seed=seed, transform=transform)
+
+    loader = make(3)
+    list(loader)  # epoch 1
+    state = loader.state_dict()
+    expected = [[b.copy() for b in batch] for _ in range(2) for batch in loader]
+    resumed = make(99)  # other seeds: everything random comes from the state
+    resumed.load_state_dict(state)
+    actual = [batch for _ in range(2) for batch in resumed]
+    assert len(actual) == len(expected)
+    for got, want in zip(actual, expected, strict=True):
+        np.testing.assert_array_equal(got[0], want[0])
+        np.testing.assert_array_equal(got[1], want[1])
+    assert (state["transform"] is None) != with_transform
+
+
+def test_load_state_dict_errors():
+    x, y = _images()
+    loader = DataLoader(x, y, batch_size=8, shuffle=True, seed=0)
+    augmented = DataLoader(x, y, batch_size=8, shuffle=True, seed=0, transform=_augment())
+    with pytest.raises(ValueError, match=r"expected \{'generator': \.\.\., 'transform'"):
+        loader.load_state_dict({"generator": loader.state_dict()["generator"]})
+    with pytest.raises(ValueError, match="saved state has no transform state, this loader's"):
+        augmented.load_state_dict(loader.state_dict())
+    with pytest.raises(ValueError, match=r"saved state has a transform state.*has none"):
+        loader.load_state_dict(augmented.state_dict())
+
+
+def test_a_transform_that_changes_the_batch_size_is_refused():
+    x, y = _images()
+    loader = DataLoader(x, y, batch_size=8, transform=lambda batch: batch[:-1])
+    with pytest.raises(ValueError, match=r"transform returned shape \(7, 36\) for a batch of 8"):
+        next(iter(loader))
