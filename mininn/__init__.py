@@ -18,7 +18,18 @@ Example:
     (5, 4)
 """
 
-from mininn import config, data, init, interop, metrics, models, optim, training, utils
+from mininn import (
+    config,
+    data,
+    init,
+    interop,
+    metrics,
+    models,
+    optim,
+    training,
+    transforms,
+    utils,
+)
 from mininn._rng import default_rng, manual_seed
 from mininn.activations import LeakyReLU, ReLU, Sigmoid, Softmax, Tanh
 from mininn.dataloader import DataLoader
@@ -65,5 +76,6 @@ __all__ = [
     "optim",
     "save",
     "training",
+    "transforms",
     "utils",
 ]
