@@ -24,7 +24,7 @@ import numpy as np
 from mininn.module import Parameter
 from mininn.optim._flat import _Flat, _lerp_, _Run
 
-__all__ = ["SGD", "Adam", "AdamW", "Optimizer", "RMSprop"]
+__all__ = ["SGD", "Adam", "AdamW", "Optimizer", "RMSprop", "lr_scheduler"]
 
 
 class Optimizer:
@@ -141,13 +141,16 @@ class Optimizer:
         return runs
 
     def zero_grad(self) -> None:
-        """Set the gradient of every parameter to zero (see :meth:`Parameter.zero_grad`:
-        marked, and written by the next backward instead of added to)."""
+        """Fill the gradient of every parameter with zeros, in place: one pass over each
+        flat gradient buffer, of which every ``p.grad`` is a view.
+
+        Raises:
+            RuntimeError: a parameter's .data or .grad was replaced by a new array.
+        """
         self._check_attached()
         for flats in self._flats:
             for flat in flats:
-                for param in flat.params:
-                    param.zero_grad()
+                flat.grad.fill(0)
 
     def step(self, closure: Callable[[], float] | None = None) -> float | None:
         """Update every parameter with ``requires_grad=True`` from its ``.grad``.
@@ -162,7 +165,6 @@ class Optimizer:
         self._check_attached()
         for group, flats in zip(self.param_groups, self._flats, strict=True):
             for flat in flats:
-                flat.fill_zeroed_grads()
                 for run in self._runs(flat):
                     self._update(group, run)
         return loss
@@ -230,7 +232,10 @@ class Optimizer:
         Integer keys given as strings ("0") and NumPy scalars are accepted (as a
         file may return them); PyTorch's implementation flags (``foreach``,
         ``fused``, ``capturable``, ``differentiable``, ``decoupled_weight_decay``,
-        ``param_names``) are ignored.
+        ``param_names``) are ignored, and the keys that a learning-rate scheduler
+        adds to a group (``initial_lr``, ``max_lr``, ``min_lr``, ``max_momentum``,
+        ``base_momentum``) are restored with it: build the scheduler, then load the
+        optimizer's state, then the scheduler's.
 
         Args:
             state_dict: ``{"state": {...}, "param_groups": [...]}``, as returned
@@ -317,7 +322,7 @@ class Optimizer:
         unknown or out-of-range one is added to ``problems``."""
         given = {key: value for key, value in saved.items() if key not in _NOT_HYPERPARAMETERS}
         missing = [key for key in self.defaults if key not in given]
-        unknown = [key for key in given if key not in self.defaults]
+        unknown = [key for key in given if key not in self.defaults and key not in _SCHEDULER_KEYS]
         if missing:
             problems.append(f"group {g} lacks hyperparameter(s) {missing}")
         if unknown:
@@ -326,9 +331,9 @@ class Optimizer:
                 "does not take"
             )
         values = {
-            key: _as_python(value, group[key])
+            key: _as_python(value, group.get(key))
             for key, value in given.items()
-            if key in self.defaults
+            if key in self.defaults or key in _SCHEDULER_KEYS
         }
         try:
             self._validate({**group, **values})
@@ -390,6 +395,9 @@ _NOT_HYPERPARAMETERS = frozenset(
     {"params", "param_names", "foreach", "fused", "capturable", "differentiable",
      "decoupled_weight_decay"}
 )  # fmt: skip
+
+# Keys that learning-rate schedulers add to a param group (restored with it).
+_SCHEDULER_KEYS = frozenset({"initial_lr", "max_lr", "min_lr", "max_momentum", "base_momentum"})
 
 
 def _as_python(value: Any, like: Any) -> Any:
@@ -771,3 +779,7 @@ class RMSprop(Optimizer):
             np.multiply(g, -lr, out=tmp)  # θ ← θ − γ g / d
             tmp /= denom
             run.param += tmp
+
+
+# Imported last: the schedulers need Optimizer.
+from mininn.optim import lr_scheduler  # noqa: E402
