@@ -354,14 +354,14 @@ def test_zero_grad_zeroes_every_gradient_in_place():
 
 
 def test_step_after_zero_grad_treats_an_unwritten_gradient_as_zero():
-    # zero_grad only marks the flat buffer; a parameter that no backward wrote since
-    # must still step with a zero gradient, not with its stale values.
+    # A parameter that no backward wrote since zero_grad() must step with a zero
+    # gradient, not with its stale values.
     used, unused = Parameter(np.ones(2)), Parameter(np.ones(3))
     opt = SGD([used, unused], lr=0.5)
     used.grad[...] = 7.0
     unused.grad[...] = 9.0
     opt.zero_grad()
-    used.add_grad(np.multiply, np.full(2, 2.0), 1.0)
+    used.grad += 2.0  # as a layer's backward accumulates
     opt.step()
     np.testing.assert_array_equal(used.data, [0.0, 0.0])  # 1 - 0.5 * 2
     np.testing.assert_array_equal(unused.data, [1.0, 1.0, 1.0])
