@@ -374,7 +374,7 @@ ROUND_TRIP = [pytest.param(s, o, id=f"{s}-{o}") for s, o in ROUND_TRIP_CASES]
 
 
 @pytest.mark.parametrize(("scheduler", "optimizer"), ROUND_TRIP)
-def test_state_dict_round_trip_mid_schedule_continues_identically(scheduler, optimizer):
+def test_state_dict_round_trip_mid_schedule_continues_identically(scheduler, optimizer, tmp_path):
     init, grads = _problem()
     make_opt = OPTIMIZERS[optimizer]
     plateau = scheduler == "ReduceLROnPlateau"
@@ -398,6 +398,8 @@ def test_state_dict_round_trip_mid_schedule_continues_identically(scheduler, opt
         "scheduler": scheduler_.state_dict(),
     }
     assert _is_plain(checkpoint["scheduler"])
+    mininn.save(checkpoint, tmp_path / "checkpoint.npz")  # as a checkpoint file holds it
+    checkpoint = mininn.load(tmp_path / "checkpoint.npz")
 
     # Fresh objects, as a resumed program builds them: scheduler first (it writes
     # into the groups), then the optimizer's state, then the scheduler's.

@@ -108,7 +108,7 @@ def _train(model, opt, batches):
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["float64", "float32"])
 @pytest.mark.parametrize("config", CONFIGS.values(), ids=CONFIGS.keys())
-def test_resumed_run_is_bit_identical_to_uninterrupted(config, dtype):
+def test_resumed_run_is_bit_identical_to_uninterrupted(config, dtype, tmp_path):
     cls, kwargs = config
     rng = np.random.default_rng(1)
     batches = [
@@ -121,8 +121,10 @@ def test_resumed_run_is_bit_identical_to_uninterrupted(config, dtype):
     first = _model(dtype, seed=0)
     first_opt = cls(first.parameters(), **kwargs)
     _train(first, first_opt, batches[:3])
-    checkpoint = {"model": first.state_dict(), "optimizer": first_opt.state_dict()}
+    path = tmp_path / "checkpoint.npz"
+    mininn.save({"model": first.state_dict(), "optimizer": first_opt.state_dict()}, path)
     del first, first_opt
+    checkpoint = mininn.load(path)
 
     # Another seed and another lr: everything must come from the checkpoint.
     resumed = _model(dtype, seed=99)
