@@ -15,6 +15,7 @@ framework's own generator, so with Dropout the difference is statistical.
 
 from __future__ import annotations
 
+import collections
 import copy
 import inspect
 import math
@@ -35,6 +36,7 @@ __all__ = [
     "loss_to_torch",
     "optimizer_to_torch",
     "predict_torch",
+    "scheduler_to_torch",
     "to_torch",
 ]
 
@@ -175,33 +177,38 @@ def from_torch(model: Any) -> Module:
 
 
 def optimizer_to_torch(optimizer: Any, params: Any) -> Any:
-    """Build the ``torch.optim`` optimizer with the same class and hyperparameters.
+    """Build the ``torch.optim`` optimizer with the same class, hyperparameters and state.
 
-    Only the hyperparameters are copied, not the state (``exp_avg``, ...): build
-    the twin before the first step.
+    The state (``step``, ``exp_avg``, ``momentum_buffer``, ...) is copied through
+    :meth:`~mininn.optim.Optimizer.state_dict`, so the twin can be built at any
+    point of a training and continues as the mininn optimizer would; so are the
+    keys a learning-rate scheduler keeps in the group (``initial_lr``, ...).
 
     Args:
         optimizer: a ``mininn.optim`` optimizer (SGD, Adam, AdamW, RMSprop) with
-            one parameter group and no step taken yet.
-        params: the PyTorch parameters in the same order and shapes as the group's
-            (e.g. ``twin.parameters()`` for ``to_torch(model)``).
+            one parameter group.
+        params: the PyTorch parameters in the same order and shapes as the group's,
+            holding the same values (e.g. ``to_torch(model).parameters()``).
     Returns:
         The ``torch.optim`` optimizer.
     Raises:
         ImportError: PyTorch is not installed.
         TypeError: ``torch.optim`` has no optimizer of that class name.
         ValueError: more than one parameter group; a hyperparameter that the torch
-            class does not take; the optimizer has already stepped; ``params``
-            differ in number or shape from the group's.
+            class does not take; ``params`` differ in number or shape from the group's.
     Example:
         >>> import pytest; torch = pytest.importorskip("torch")
         >>> from mininn.layers import Linear
         >>> from mininn.optim import SGD
         >>> layer = Linear(3, 2)
-        >>> twin = optimizer_to_torch(SGD(layer.parameters(), lr=0.1, momentum=0.9),
-        ...                           to_torch(layer).parameters())
+        >>> opt = SGD(layer.parameters(), lr=0.1, momentum=0.9)
+        >>> layer.weight.grad[...] = 1.0
+        >>> opt.step()
+        >>> twin = optimizer_to_torch(opt, to_torch(layer).parameters())
         >>> type(twin).__name__, twin.param_groups[0]["momentum"]
         ('SGD', 0.9)
+        >>> twin.state_dict()["state"][0]["momentum_buffer"][0].tolist()
+        [1.0, 1.0, 1.0]
     """
     torch = _torch()
     name = type(optimizer).__name__
@@ -210,17 +217,12 @@ def optimizer_to_torch(optimizer: Any, params: Any) -> Any:
             f"optimizer_to_torch: expected an optimizer with one parameter group, got "
             f"{len(optimizer.param_groups)}; build one optimizer per group"
         )
-    if any(optimizer.state.get(p) for p in optimizer.param_groups[0]["params"]):
-        raise ValueError(
-            f"optimizer_to_torch: {name} has already taken a step and its state is not "
-            "copied; build the PyTorch optimizer before training"
-        )
     torch_class = getattr(torch.optim, name, None)
     if not (inspect.isclass(torch_class) and issubclass(torch_class, torch.optim.Optimizer)):
         raise TypeError(f"optimizer_to_torch: torch.optim has no optimizer named {name}")
     group = optimizer.param_groups[0]
     accepted = inspect.signature(torch_class).parameters
-    unknown = sorted(key for key in group if key != "params" and key not in accepted)
+    unknown = sorted(key for key in optimizer.defaults if key not in accepted)
     if unknown:
         raise ValueError(
             f"optimizer_to_torch: torch.optim.{name} takes no hyperparameter {unknown}"
@@ -233,8 +235,123 @@ def optimizer_to_torch(optimizer: Any, params: Any) -> Any:
             f"optimizer_to_torch: expected PyTorch parameters of shapes {shapes} (the "
             f"optimizer's, in order), got {torch_shapes}; pass to_torch(model).parameters()"
         )
-    arguments = {key: value for key, value in group.items() if key != "params"}
-    return torch_class(params, **arguments)
+    twin = torch_class(params, **{key: group[key] for key in optimizer.defaults})
+    state = optimizer.state_dict()
+    twin.load_state_dict(
+        {
+            # PyTorch keeps `step` as a float tensor, and its own flags in the group.
+            "state": {
+                index: {
+                    key: torch.tensor(float(value)) if key == "step" else torch.from_numpy(value)
+                    for key, value in per_param.items()
+                }
+                for index, per_param in state["state"].items()
+            },
+            "param_groups": [{**twin.state_dict()["param_groups"][0], **state["param_groups"][0]}],
+        }
+    )
+    return twin
+
+
+# The constructor arguments of each scheduler's PyTorch twin, from the mininn one;
+# what construction does not set (the position in the schedule) is loaded after.
+_SCHEDULER_ARGUMENTS: dict[str, Callable[[Any, Callable[[Any], Any]], dict[str, Any]]] = {
+    "StepLR": lambda s, twin: {"step_size": s.step_size, "gamma": s.gamma},
+    "MultiStepLR": lambda s, twin: {"milestones": s.milestones, "gamma": s.gamma},
+    "ExponentialLR": lambda s, twin: {"gamma": s.gamma},
+    "CosineAnnealingLR": lambda s, twin: {"T_max": s.T_max, "eta_min": s.eta_min},
+    "LinearLR": lambda s, twin: {
+        "start_factor": s.start_factor, "end_factor": s.end_factor,
+        "total_iters": s.total_iters},
+    "SequentialLR": lambda s, twin: {
+        "schedulers": [twin(child) for child in s._schedulers], "milestones": s._milestones},
+    # pct_start, div_factor, ... live in the phases and the groups, copied after.
+    "OneCycleLR": lambda s, twin: {
+        "max_lr": [group["max_lr"] for group in s.optimizer.param_groups],
+        "total_steps": s.total_steps, "anneal_strategy": s._anneal_func_type,
+        "cycle_momentum": s.cycle_momentum, "three_phase": len(s._schedule_phases) == 3},
+    "ReduceLROnPlateau": lambda s, twin: {
+        "mode": s.mode, "factor": s.factor, "patience": s.patience, "threshold": s.threshold,
+        "threshold_mode": s.threshold_mode, "cooldown": s.cooldown, "min_lr": s.min_lrs,
+        "eps": s.eps},
+}  # fmt: skip
+# The param-group keys that schedulers set.
+_SCHEDULED_KEYS = (
+    "lr", "initial_lr", "max_lr", "min_lr", "max_momentum", "base_momentum", "momentum", "betas"
+)  # fmt: skip
+
+
+def scheduler_to_torch(scheduler: Any, torch_optimizer: Any) -> Any:
+    """Build the ``torch.optim.lr_scheduler`` twin of a mininn scheduler, in the same state.
+
+    The twin has the same class and arguments, is at the same point of its
+    schedule (``last_epoch``, ``ReduceLROnPlateau``'s ``best`` and counters, ...),
+    and leaves ``torch_optimizer``'s groups with the mininn optimizer's learning
+    rates and momentum (construction would reset them): convert the optimizer
+    first, with :func:`optimizer_to_torch`, then its scheduler.
+
+    Args:
+        scheduler: a ``mininn.optim.lr_scheduler`` scheduler (StepLR, MultiStepLR,
+            ExponentialLR, CosineAnnealingLR, LinearLR, SequentialLR, OneCycleLR,
+            ReduceLROnPlateau).
+        torch_optimizer: the PyTorch twin of ``scheduler.optimizer``.
+    Returns:
+        The ``torch.optim.lr_scheduler`` scheduler.
+    Raises:
+        ImportError: PyTorch is not installed.
+        TypeError: ``scheduler`` is not one of those classes.
+        ValueError: ``torch_optimizer`` has another number of param groups.
+    Example:
+        >>> import pytest; torch = pytest.importorskip("torch")
+        >>> from mininn.layers import Linear
+        >>> from mininn.optim import SGD
+        >>> from mininn.optim.lr_scheduler import StepLR
+        >>> layer = Linear(3, 2)
+        >>> opt = SGD(layer.parameters(), lr=1.0)
+        >>> scheduler = StepLR(opt, step_size=2, gamma=0.5)
+        >>> for epoch in range(3):
+        ...     scheduler.step()
+        >>> twin_opt = optimizer_to_torch(opt, to_torch(layer).parameters())
+        >>> twin = scheduler_to_torch(scheduler, twin_opt)
+        >>> type(twin).__name__, twin.last_epoch, twin.get_last_lr()
+        ('StepLR', 3, [0.5])
+        >>> twin_opt.step(); twin.step(); scheduler.step()
+        >>> twin.get_last_lr() == scheduler.get_last_lr() == [0.25]
+        True
+    """
+    torch = _torch()
+    from mininn.optim.lr_scheduler import LRScheduler, MultiStepLR, SequentialLR
+
+    name = type(scheduler).__name__
+    if not isinstance(scheduler, LRScheduler) or name not in _SCHEDULER_ARGUMENTS:
+        raise TypeError(
+            f"scheduler_to_torch: expected a scheduler of mininn.optim.lr_scheduler "
+            f"({', '.join(_SCHEDULER_ARGUMENTS)}), got {name}"
+        )
+    groups, torch_groups = scheduler.optimizer.param_groups, torch_optimizer.param_groups
+    if len(torch_groups) != len(groups):
+        raise ValueError(
+            f"scheduler_to_torch: the PyTorch optimizer has {len(torch_groups)} param groups, "
+            f"the scheduler's optimizer {len(groups)}; pass optimizer_to_torch(optimizer, ...)"
+        )
+
+    def twin(ours: Any) -> Any:
+        torch_class = getattr(torch.optim.lr_scheduler, type(ours).__name__)
+        return torch_class(torch_optimizer, **_SCHEDULER_ARGUMENTS[type(ours).__name__](ours, twin))
+
+    def state(ours: Any) -> dict[str, Any]:
+        values = ours.state_dict()
+        if isinstance(ours, MultiStepLR):  # PyTorch counts milestones in a Counter
+            values["milestones"] = collections.Counter(values["milestones"])
+        if isinstance(ours, SequentialLR):
+            values["_schedulers"] = [state(child) for child in ours._schedulers]
+        return values
+
+    torch_scheduler = twin(scheduler)
+    torch_scheduler.load_state_dict(state(scheduler))
+    for group, torch_group in zip(groups, torch_groups, strict=True):
+        torch_group.update({key: group[key] for key in _SCHEDULED_KEYS if key in group})
+    return torch_scheduler
 
 
 def loss_to_torch(loss_fn: Module) -> Any:
