@@ -596,3 +596,66 @@ def test_load_state_dict_errors():
     plateau = ReduceLROnPlateau(optimizer)
     with pytest.raises(ValueError, match="mode must be 'min' or 'max', got 'up'"):
         plateau.load_state_dict({**plateau.state_dict(), "mode": "up"})
+
+
+# -- interop: the PyTorch twins built mid-run ---------------------------------------------
+
+# One param group (optimizer_to_torch's contract); OneCycleLR's per-group lists need two.
+INTEROP = [
+    pytest.param(sched, opt, id=f"{sched}-{opt}")
+    for sched in SCHEDULERS
+    if sched != "OneCycleLR-epochs-factors"
+    for opt in (OPTIMIZERS if sched.startswith("OneCycleLR") else ["SGD-momentum", "Adam"])
+] + [pytest.param("ReduceLROnPlateau", opt, id=f"ReduceLROnPlateau-{opt}") for opt in OPTIMIZERS]
+
+
+@pytest.mark.parametrize(("scheduler", "optimizer"), INTEROP)
+def test_twins_built_mid_run_continue_with_the_same_lrs_and_parameters(scheduler, optimizer):
+    torch = pytest.importorskip("torch")
+    from mininn.interop import optimizer_to_torch, scheduler_to_torch
+
+    init, grads = _problem()
+    plateau = scheduler == "ReduceLROnPlateau"
+    metrics = _metrics("min") if plateau else None
+    if plateau:
+
+        def make_sched(m, opt):
+            return m.ReduceLROnPlateau(opt, patience=1, cooldown=1, factor=0.5)
+    else:
+        make_sched = SCHEDULERS[scheduler]
+    params = [Parameter(a) for a in init]
+    ours_opt = OPTIMIZERS[optimizer](mininn.optim, [{"params": params}])
+    ours = make_sched(lr_scheduler, ours_opt)
+    split = 11
+    _train(ours_opt, ours, params, grads[:split], _set_ours, metrics)
+
+    tparams = [torch.nn.Parameter(torch.from_numpy(p.data.copy())) for p in params]
+    torch_opt = optimizer_to_torch(ours_opt, tparams)
+    theirs = scheduler_to_torch(ours, torch_opt)
+    assert type(theirs) is getattr(torch.optim.lr_scheduler, type(ours).__name__)
+    assert theirs.get_last_lr() == ours.get_last_lr()
+    _assert_state_matches_torch(ours.state_dict(), theirs.state_dict())
+
+    def set_grad(p, g):
+        p.grad = torch.from_numpy(g.copy())
+
+    rest = metrics[split:] if plateau else None
+    ours_run = _train(ours_opt, ours, params, grads[split:], _set_ours, rest)
+    theirs_run = _train(torch_opt, theirs, tparams, grads[split:], set_grad, rest)
+    _assert_same_run(
+        (*ours_run, [p.data for p in params], ours),
+        (*theirs_run, [p.detach().numpy() for p in tparams], theirs),
+    )
+
+
+def test_scheduler_to_torch_errors():
+    torch = pytest.importorskip("torch")
+    from mininn.interop import scheduler_to_torch
+
+    optimizer = _sgd(groups=2)
+    tparams = [torch.nn.Parameter(torch.ones(2, dtype=torch.float64))]
+    torch_opt = torch.optim.SGD(tparams, lr=0.1)
+    with pytest.raises(ValueError, match="the PyTorch optimizer has 1 param groups, the sche"):
+        scheduler_to_torch(StepLR(optimizer, 2), torch_opt)
+    with pytest.raises(TypeError, match=r"expected a scheduler of mininn\.optim\.lr_scheduler"):
+        scheduler_to_torch(torch.optim.lr_scheduler.StepLR(torch_opt, 2), torch_opt)

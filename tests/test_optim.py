@@ -467,3 +467,37 @@ def test_base_class_step_is_abstract():
     opt = Optimizer([Parameter(np.ones(1))], {})
     with pytest.raises(NotImplementedError, match="Optimizer is missing"):
         opt.step()
+
+
+# -- interop: the PyTorch twin built mid-run ------------------------------------------
+
+
+@pytest.mark.parametrize("config", CONFIGS.values(), ids=CONFIGS.keys())
+def test_optimizer_to_torch_mid_run_carries_the_state(config):
+    torch = pytest.importorskip("torch")
+    from mininn.interop import optimizer_to_torch
+
+    cls, kwargs = config
+    init, grads = _random_problem(np.float64, seed=6)
+    params = [Parameter(a) for a in init]
+    opt = cls(params, **kwargs)
+    for step_grads in grads[:4]:
+        for p, g in zip(params, step_grads, strict=True):
+            p.grad[...] = g
+        opt.step()
+    tparams = [torch.nn.Parameter(torch.from_numpy(p.data.copy())) for p in params]
+    topt = optimizer_to_torch(opt, tparams)
+    assert type(topt) is getattr(torch.optim, cls.__name__)
+    tstate = topt.state_dict()["state"]
+    for index, state in opt.state_dict()["state"].items():
+        assert list(tstate[index]) == list(state)
+        for key, value in state.items():
+            np.testing.assert_array_equal(tstate[index][key].numpy(), value)
+    for step_grads in grads[4:]:
+        for p, tp, g in zip(params, tparams, step_grads, strict=True):
+            p.grad[...] = g
+            tp.grad = torch.from_numpy(g.copy())
+        opt.step()
+        topt.step()
+    for p, q in zip(params, tparams, strict=True):
+        np.testing.assert_allclose(p.data, q.detach().numpy(), rtol=1e-10, atol=0)
