@@ -10,7 +10,9 @@ so that a step is a handful of NumPy calls over the whole network (see
 (``p.grad[...] = g``) and cast the model (``Module.to()``) *before* creating the
 optimizer; ``step()`` and ``zero_grad()`` raise a ``RuntimeError`` otherwise.
 ``state[param]`` is per parameter, with PyTorch's names; its arrays are views
-into the flat state buffers.
+into the flat state buffers. ``state_dict()`` / ``load_state_dict()`` copy it out
+and in, in PyTorch's layout. Learning-rate schedules are in
+:mod:`mininn.optim.lr_scheduler`.
 """
 
 from __future__ import annotations
