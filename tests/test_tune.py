@@ -1,0 +1,267 @@
+"""The Ray Tune sweep stage (pipeline/tune.py): params validation, errors, and a real sweep.
+
+The fast tests need no Ray. The slow one starts a local Ray with 2 CPUs and runs
+4 trials x 3 epochs, 2 at a time, on tiny data, with one worker made to die.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from pipeline import common, tune
+from pipeline.common import StageError
+from tests._idx import write_prepared
+
+PARAMS = common.PARAMS_FILE
+
+
+def write_params(path: Path, **tune_changes) -> Path:
+    """The project's params.yaml with a small model and ``tune_changes`` over its tune:."""
+    with open(PARAMS, encoding="utf-8") as f:
+        params = yaml.safe_load(f)
+    params["model"].update(hidden_sizes=[16], batch_norm=False, dropout=0.0, activation="relu")
+    params["train"].update(optimizer="adam", lr=0.01, batch_size=16, seed=0, dtype="float32")
+    params["tune"].update(tune_changes)
+    path.write_text(yaml.safe_dump(params, sort_keys=False), encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def local(monkeypatch):
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+
+
+# ------------------------------------------------------------------ params
+
+
+def test_committed_params_are_valid(local):
+    p = tune.tune_params(PARAMS)
+    assert p["space"] and p["epochs"] >= p["asha"]["grace_period"]
+    assert p["max_concurrent_trials"] * p["cpus_per_trial"] <= p["num_cpus"]
+
+
+def test_space_becomes_tune_distributions():
+    space = tune.check_space({"train": {"lr": {"loguniform": [0.001, 0.1]},
+                                        "batch_size": {"randint": [16, 64]}},
+                              "model": {"hidden_sizes": {"grid": [[8], [16, 8]]}}})  # fmt: skip
+    assert space == {
+        "train.lr": ("loguniform", [0.001, 0.1]),
+        "train.batch_size": ("randint", [16, 64]),
+        "model.hidden_sizes": ("grid", [[8], [16, 8]]),
+    }
+
+
+@pytest.mark.parametrize(
+    ("space", "match"),
+    [
+        ({}, r"tune\.space: empty"),
+        (None, r"tune\.space: empty"),
+        ({"train": {}}, r"tune\.space\.train: empty"),
+        ({"optim": {"lr": {"choice": [0.1]}}}, r"tune\.space\.optim: unknown section"),
+        (
+            {"train": {"lr_max": {"choice": [0.1]}}},
+            r"tune\.space\.train\.lr_max: unknown parameter",
+        ),
+        ({"train": {"epochs": {"choice": [3]}}}, r"train\.epochs.*tune\.epochs"),
+        (
+            {"train": {"lr": {"normal": [0, 1]}}},
+            r"tune\.space\.train\.lr: expected one distribution",
+        ),
+        (
+            {"train": {"lr": {"choice": []}}},
+            r"tune\.space\.train\.lr\.choice: expected a non-empty",
+        ),
+        ({"train": {"lr": {"choice": [0.1, -1]}}}, r"tune\.space\.train\.lr\.choice\[1\]: .*-1"),
+        ({"train": {"lr": {"uniform": [0.1]}}}, r"tune\.space\.train\.lr\.uniform: expected \[low"),
+        ({"train": {"lr": {"uniform": [0.1, 0.01]}}}, r"expected low < high"),
+        ({"train": {"lr": {"uniform": ["1e-3", 0.1]}}}, r"uniform\[0\]: .*string '1e-3'"),
+        ({"model": {"dropout": {"uniform": [0.0, 1.0]}}}, r"model\.dropout\.uniform\[1\]"),
+        ({"train": {"weight_decay": {"loguniform": [0.0, 0.1]}}}, r"positive lower bound"),
+        (
+            {"train": {"batch_size": {"uniform": [16, 64]}}},
+            r"batch_size: expected one dis.*randint",
+        ),
+        ({"train": {"batch_size": {"randint": [16, 64.5]}}}, r"randint\[1\]: expected an integer"),
+        ({"model": {"activation": {"choice": ["gelu"]}}}, r"activation\.choice\[0\]: .*'gelu'"),
+        ({"model": {"hidden_sizes": {"choice": [[8], [0]]}}}, r"hidden_sizes\.choice\[1\]\[0\]"),
+        ({"train": {"optimizer": {"choice": ["lbfgs"]}}}, r"optimizer\.choice\[0\]: .*'lbfgs'"),
+    ],
+)
+def test_bad_space_names_the_key(space, match):
+    with pytest.raises(StageError, match=match):
+        tune.check_space(space)
+
+
+@pytest.mark.parametrize(
+    ("changes", "match"),
+    [
+        ({"max_concurrent_trials": 3, "num_cpus": 2}, r"tune\.max_concurrent_trials: 3 trials at "
+         r"once x tune\.cpus_per_trial 1 need 3 CPUs, but this machine's Ray.* has 2; lower "
+         r"tune\.max_concurrent_trials to 2"),
+        ({"max_concurrent_trials": 2, "cpus_per_trial": 2, "num_cpus": 2}, r"need 4 CPUs.* to 1"),
+        ({"num_cpus": 10_000}, r"tune\.num_cpus: 10000 is more than this machine's"),
+        ({"num_samples": 0}, r"tune\.num_samples: expected a value in \[1, inf\], got 0"),
+        ({"epochs": 2.5}, r"tune\.epochs: expected an integer"),
+        ({"metric": "accuracy"}, r"tune\.metric: expected one of"),
+        ({"metric": "val_loss", "mode": "max"}, r"tune\.mode: val_loss is better when lower: "
+         r"expected 'min', got 'max'"),
+        ({"asha": {"grace_period": 5, "reduction_factor": 2}, "epochs": 4},
+         r"tune\.asha\.grace_period: 5 is more than tune\.epochs \(4\)"),
+        ({"asha": {"grace_period": 1, "reduction_factor": 1}}, r"tune\.asha\.reduction_factor: "
+         r"expected a value in \(1, inf\]"),
+        ({"asha": {"grace_period": 1}}, r"tune\.asha: missing key\(s\) tune\.asha\.reduction_f"),
+        ({"asha": {"grace_period": 1, "reduction_factor": 2, "brackets": 3}},
+         r"tune\.asha\.brackets: unknown key"),
+        ({"max_failures": -1}, r"tune\.max_failures: expected a value in \[0, inf\]"),
+        ({"dataset": "cifar10"}, r"tune\.dataset: expected one of"),
+        ({"space": {}}, r"tune\.space: empty"),
+    ],
+)  # fmt: skip
+def test_bad_tune_params_name_the_key(tmp_path, local, changes, match):
+    path = write_params(tmp_path / "params.yaml", **changes)
+    with pytest.raises(StageError, match=match):
+        tune.tune_params(path)
+
+
+def test_unknown_tune_key_is_named(tmp_path, local):
+    path = write_params(tmp_path / "params.yaml", trials=4)
+    with pytest.raises(StageError, match=r"tune\.trials|trials"):
+        tune.tune_params(path)
+
+
+def test_concurrency_is_checked_against_the_cluster_not_this_machine(tmp_path, monkeypatch):
+    monkeypatch.setenv("RAY_ADDRESS", "10.0.0.1:6379")
+    path = write_params(tmp_path / "params.yaml", max_concurrent_trials=64, num_cpus=2)
+    assert tune.tune_params(path)["num_cpus"] is None  # checked on connecting instead
+    with pytest.raises(StageError, match=r"64 trials at once .* the cluster at x has 8"):
+        tune.check_concurrency(tune.tune_params(path), 8, "the cluster at x")
+
+
+# ------------------------------------------------------------------ best configuration
+
+
+def test_best_params_have_the_shape_of_params_yaml():
+    best = tune.best_params({"train.lr": 0.0025, "model.hidden_sizes": [64, 32],
+                             "model.batch_norm": False, "train.batch_size": 64})  # fmt: skip
+    assert best == {"train": {"lr": 0.0025, "batch_size": 64},
+                    "model": {"hidden_sizes": [64, 32], "batch_norm": False}}  # fmt: skip
+    assert tune.exp_args(best) == [
+        "-S", "model.batch_norm=false", "-S", "model.hidden_sizes=[64,32]",
+        "-S", "train.batch_size=64", "-S", "train.lr=0.0025",
+    ]  # fmt: skip
+
+
+def test_exp_args_prints_the_dvc_command(tmp_path, capsys):
+    best = tmp_path / "best_params.json"
+    best.write_text(json.dumps({"train": {"lr": 0.001}, "model": {"hidden_sizes": [8]}}))
+    assert tune.main(["--exp-args", str(best)]) == 0
+    assert capsys.readouterr().out.strip() == "-S 'model.hidden_sizes=[8]' -S train.lr=0.001"
+
+
+def test_sweep_name_changes_with_the_params():
+    a = tune.sweep_name("mnist", {"tune": {"epochs": 3}, "train": {"lr": 0.1}})
+    assert a == tune.sweep_name("mnist", {"train": {"lr": 0.1}, "tune": {"epochs": 3}})
+    assert a != tune.sweep_name("mnist", {"tune": {"epochs": 4}, "train": {"lr": 0.1}})
+
+
+# ------------------------------------------------------------------ errors before any trial
+
+
+def test_ray_not_installed_names_the_extra(monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` now raises ImportError
+    with pytest.raises(StageError, match=r'Ray Tune is not installed.*pip install -e "\.\[tune\]"'):
+        tune.import_ray()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_unreachable_ray_address_names_it_and_the_fix(tmp_path, monkeypatch, capsys):
+    port = _free_port()
+    monkeypatch.setenv("RAY_ADDRESS", f"127.0.0.1:{port}")
+    prepared = write_prepared(tmp_path / "prepared" / "mnist", 40, 20, 10)
+    params = write_params(tmp_path / "params.yaml", dataset="mnist")
+    argv = ["--prepared", str(prepared.parent), "--out", str(tmp_path / "out"),
+            "--params", str(params), "--storage", str(tmp_path / "storage")]  # fmt: skip
+    assert common.run_stage(tune.main, argv) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    assert err[0].startswith(f"error: RAY_ADDRESS=127.0.0.1:{port}: no Ray cluster answers there")
+    assert f"ray start --head --port={port}" in err[0] and "unset RAY_ADDRESS" in err[0]
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("address", ["localhost", "10.0.0.1:port", "ray://host"])
+def test_malformed_ray_address(address):
+    with pytest.raises(StageError, match=r"RAY_ADDRESS=.*expected host:port"):
+        tune.check_address(address)
+
+
+# ------------------------------------------------------------------ a real sweep
+
+
+@pytest.mark.slow
+def test_sweep_on_local_ray(tmp_path, monkeypatch, capsys):
+    """4 trials x 3 epochs, 2 at a time, on a local Ray with 2 CPUs; one worker dies once."""
+    pytest.importorskip("ray.tune")
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    marker = tmp_path / "crashed"
+    monkeypatch.setenv(tune.CRASH_EPOCH_ENV, "2")
+    monkeypatch.setenv(tune.CRASH_MARKER_ENV, str(marker))
+    prepared = write_prepared(tmp_path / "prepared" / "mnist", 300, 100, 10)
+    # Two learning rates that learn, then two that cannot: the weak pair starts after
+    # the strong pair has reported epoch 1, so ASHA's first rung stops them.
+    space = {"train": {"lr": {"grid": [0.02, 0.01, 1.0e-6, 2.0e-6]}}}
+    params = write_params(
+        tmp_path / "params.yaml", dataset="mnist", num_samples=1, max_concurrent_trials=2,
+        num_cpus=2, cpus_per_trial=1, epochs=3, asha={"grace_period": 1, "reduction_factor": 2},
+        max_failures=1, space=space,
+    )  # fmt: skip
+    out = tmp_path / "out"
+    argv = ["--prepared", str(prepared.parent), "--out", str(out), "--params", str(params),
+            "--storage", str(tmp_path / "storage")]  # fmt: skip
+    assert common.run_stage(tune.main, argv) == 0, capsys.readouterr().err
+
+    import pandas as pd
+
+    trials = pd.read_csv(out / "trials.csv")
+    history = pd.read_csv(out / "history.csv")
+    assert len(trials) == 4 and set(trials["train.lr"]) == {0.02, 0.01, 1e-6, 2e-6}
+    # every trial reported, each epoch once
+    for _, trial in trials.iterrows():
+        epochs = history.loc[history["trial_id"] == trial["trial_id"], "epoch"].tolist()
+        assert epochs == list(range(1, trial["epochs"] + 1))
+    # ASHA stopped the weak ones early
+    assert trials["stopped_early"].sum() >= 1
+    assert set(trials.loc[trials["train.lr"] < 1e-4, "epochs"]) == {1}
+    # trials ran in at least two worker processes
+    pids = {pid for text in trials["pids"] for pid in str(text).split(";")}
+    assert len(pids) >= 2
+    # the one crash: retried from its epoch-2 checkpoint, in a new process, to the end
+    assert marker.exists()
+    restored = trials[trials["restored_from"] > 0]
+    assert len(restored) == 1
+    assert restored["restored_from"].item() == 2 and restored["epochs"].item() == 3
+    assert len(str(restored["pids"].item()).split(";")) == 2
+    # the best configuration written is the trained-to-the-end trial with the best final
+    # val_accuracy (a trial stopped by ASHA was judged at an earlier epoch)
+    full = trials[trials["epochs"] == 3]
+    best_row = full.loc[full["val_accuracy"].idxmax()]
+    best = json.loads((out / "best_params.json").read_text())
+    assert best == {"train": {"lr": best_row["train.lr"]}}
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["best_val_accuracy"] == best_row["val_accuracy"]
+    assert metrics == {**metrics, "trials": 4, "stopped_early": int(trials["stopped_early"].sum())}
+    assert (out / "sweep.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert sorted(p.name for p in out.iterdir()) == sorted(tune.OUTPUTS)
+    assert np.isfinite(history["val_loss"]).all()
