@@ -16,9 +16,9 @@ framework's own generator, so with Dropout the difference is statistical.
 from __future__ import annotations
 
 import collections
-import copy
 import inspect
 import math
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -28,7 +28,16 @@ from mininn import activations, layers, losses
 from mininn._rng import default_rng
 from mininn.dataloader import DataLoader
 from mininn.module import Module, Sequential
-from mininn.training import History, Metric, _resolve_metric, run_epochs
+from mininn.training import (
+    History,
+    Metric,
+    _check_fit_options,
+    _resolve_metric,
+    _resumable,
+    run_epochs,
+    scheduler_interval_of,
+    steps_on_metric,
+)
 
 __all__ = [
     "fit_torch",
@@ -420,7 +429,8 @@ def _evaluate_torch(model, loss_fn, x, y, metric_name, metric_fn, torch) -> dict
     return result
 
 
-def _train_epoch_torch(model, loss_fn, optimizer, loader, metric_fn, epoch, history, bar, torch):
+def _train_epoch_torch(model, loss_fn, optimizer, loader, metric_fn, epoch, history, bar, torch,
+                       clip_grad_norm=None, scheduler=None):  # fmt: skip
     model.train()
     total_loss = total_metric = 0.0
     seen = 0
@@ -436,7 +446,11 @@ def _train_epoch_torch(model, loss_fn, optimizer, loader, metric_fn, epoch, hist
                 f"learning rate (lr={lr}) or standardise the inputs"
             )
         loss.backward()
+        if clip_grad_norm is not None:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), clip_grad_norm)
         optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
         n = len(x_batch)
         seen += n
         total_loss += value * n
@@ -448,6 +462,56 @@ def _train_epoch_torch(model, loss_fn, optimizer, loader, metric_fn, epoch, hist
     if seen == 0:
         raise ValueError("fit_torch: the loader yielded no batch; check batch_size and drop_last")
     return total_loss / seen, total_metric / seen
+
+
+def _tensors_to_numpy(value: Any, torch: Any) -> Any:
+    """A copy of a tree of torch state with every tensor as a NumPy array (mininn.save)."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu().numpy().copy()
+    if isinstance(value, dict):
+        return {key: _tensors_to_numpy(item, torch) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_tensors_to_numpy(item, torch) for item in value)
+    return value
+
+
+def _numpy_to_tensors(value: Any, torch: Any) -> Any:
+    """The inverse of :func:`_tensors_to_numpy`: torch's state dicts hold no ndarrays."""
+    if isinstance(value, np.ndarray):
+        return torch.from_numpy(value.copy())
+    if isinstance(value, dict):
+        return {key: _numpy_to_tensors(item, torch) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_numpy_to_tensors(item, torch) for item in value)
+    return value
+
+
+def _torch_checkpoint(path, model, loss_fn, optimizer, scheduler, loader, val_data, torch,
+                      **arguments):  # fmt: skip
+    """fit_torch's checkpoint: the torch state as NumPy arrays in mininn.save's format."""
+
+    def get_state() -> dict:
+        return {
+            "model": _tensors_to_numpy(model.state_dict(), torch),
+            "optimizer": _tensors_to_numpy(optimizer.state_dict(), torch),
+            "scheduler": None if scheduler is None else _tensors_to_numpy(
+                scheduler.state_dict(), torch),
+            "loader": loader.state_dict(),
+            "torch_generator": torch.get_rng_state().numpy().copy(),
+        }  # fmt: skip
+
+    def set_state(state: dict) -> None:
+        model.load_state_dict(_numpy_to_tensors(state["model"], torch))
+        optimizer.load_state_dict(_numpy_to_tensors(state["optimizer"], torch))
+        if scheduler is not None:
+            scheduler.load_state_dict(_numpy_to_tensors(state["scheduler"], torch))
+        loader.load_state_dict(state["loader"])
+        torch.set_rng_state(torch.from_numpy(state["torch_generator"].copy()))
+
+    return _resumable(
+        path, get_state, set_state, model=model, loss_fn=loss_fn, optimizer=optimizer,
+        scheduler=scheduler, train_loader=loader, val_data=val_data, **arguments,
+    )  # fmt: skip
 
 
 def fit_torch(
@@ -465,13 +529,31 @@ def fit_torch(
     progress: bool = True,
     desc: str = "",
     on_epoch_end: Callable[[dict[str, float]], None] | None = None,
+    scheduler: Any = None,
+    scheduler_interval: str | None = None,
+    clip_grad_norm: float | None = None,
+    checkpoint: str | os.PathLike | None = None,
 ) -> History:
     """Train a PyTorch model exactly as :func:`mininn.training.fit` trains a mininn one.
 
-    Each step is ``zero_grad → forward → loss → backward → step`` on the batches
-    of ``train_loader`` (NumPy arrays, wrapped with ``torch.from_numpy``, not
-    copied); validation, metrics, early stopping and the history rows follow
-    ``fit`` line for line, so the two histories read side by side.
+    Each step is ``zero_grad → forward → loss → backward → [clip] → step →
+    [per-batch scheduler.step()]`` on the batches of ``train_loader`` (NumPy
+    arrays, wrapped with ``torch.from_numpy``, not copied); validation, metrics,
+    the per-epoch scheduler step, early stopping, the checkpoint and the history
+    rows follow ``fit`` line for line, so the two histories read side by side.
+
+    The scheduler may be a mininn one (built on the mininn twin of ``optimizer``):
+    it is converted with :func:`scheduler_to_torch` onto ``optimizer``, and steps
+    per batch or per epoch as ``fit`` would step it (see :func:`mininn.training.fit`);
+    a ``torch.optim.lr_scheduler`` scheduler is used as it is (``OneCycleLR`` and
+    ``CyclicLR`` per batch, the others per epoch, unless ``scheduler_interval``
+    says otherwise). Clipping is PyTorch's ``torch.nn.utils.clip_grad_norm_``.
+
+    The checkpoint is the same file format as ``fit``'s (:func:`mininn.save`, no
+    pickle): the model's, optimizer's and scheduler's ``state_dict()`` with every
+    tensor as a NumPy array, the loader's random state, PyTorch's generator state
+    (``torch.get_rng_state()``), the history, early stopping's state and the
+    setup's fingerprint; it continues a ``fit_torch`` run, not a ``fit`` one.
 
     Args:
         model: a ``torch.nn.Module`` on the CPU, e.g. ``to_torch(mininn_model)``.
@@ -479,7 +561,7 @@ def fit_torch(
         optimizer: a ``torch.optim`` optimizer over ``model.parameters()``.
         train_loader: a :class:`~mininn.DataLoader` over ``(x_train, y_train)`` of
             the model's dtype; the same seed as mininn's gives the same batches.
-        epochs: maximum number of passes over the training data, >= 1.
+        epochs: total number of passes over the training data, >= 1.
         val_data: ``(x_val, y_val)`` NumPy arrays, evaluated in eval mode after each
             epoch. Default: None.
         metric: as in ``fit``: ``"accuracy"``, ``"binary_accuracy"``, ``"r2"``, a
@@ -492,12 +574,24 @@ def fit_torch(
         progress: show a tqdm bar per epoch on stderr (when tqdm is installed). Default: True.
         desc: prefix of the progress bar's label.
         on_epoch_end: called with each epoch's history row.
+        scheduler: a ``mininn.optim.lr_scheduler`` or ``torch.optim.lr_scheduler``
+            scheduler, or None. Default: None.
+        scheduler_interval: ``"epoch"``, ``"batch"`` or None (decided by the
+            scheduler). Default: None.
+        clip_grad_norm: ``max_norm`` of ``torch.nn.utils.clip_grad_norm_`` before
+            every optimizer step, or None. Default: None.
+        checkpoint: a file path to continue from and write after every epoch, or
+            None. Default: None.
     Returns:
         A :class:`~mininn.training.History` with the same columns as ``fit``'s, and
         ``step_losses`` of every step (``loss.item()``).
     Raises:
         ImportError: PyTorch is not installed.
-        ValueError: ``epochs`` < 1, or ``patience`` without ``val_data``.
+        ValueError: as :func:`mininn.training.fit`: ``epochs`` < 1, ``patience`` or
+            ``ReduceLROnPlateau`` without ``val_data``, a bad ``scheduler_interval``
+            or ``clip_grad_norm``, a torch scheduler over another optimizer, a
+            checkpoint of another setup.
+        FileNotFoundError: the folder of ``checkpoint`` does not exist.
         FloatingPointError: the loss became NaN or infinite (the step is not taken).
     Example:
         >>> import pytest; torch = pytest.importorskip("torch")
@@ -516,20 +610,46 @@ def fit_torch(
     """
     torch = _torch()
     name, metric_fn = _resolve_metric(metric)
+    path = _check_fit_options(clip_grad_norm, checkpoint, "fit_torch")
+    interval = scheduler_interval_of(scheduler, scheduler_interval, "fit_torch",
+                                     val_data is not None)  # fmt: skip
+    if scheduler is not None and type(scheduler).__module__.startswith("mininn."):
+        scheduler = scheduler_to_torch(scheduler, optimizer)
+    if scheduler is not None and getattr(scheduler, "optimizer", optimizer) is not optimizer:
+        raise ValueError(
+            "fit_torch: the scheduler sets the learning rate of another optimizer; build it "
+            "on the optimizer passed to fit_torch (or pass a mininn scheduler to convert)"
+        )
+    batch_scheduler = scheduler if interval == "batch" else None
 
     def run_epoch(epoch: int, history: History, bar: Any) -> dict[str, float]:
         loss, value = _train_epoch_torch(
-            model, loss_fn, optimizer, train_loader, metric_fn, epoch, history, bar, torch
-        )
+            model, loss_fn, optimizer, train_loader, metric_fn, epoch, history, bar, torch,
+            clip_grad_norm, batch_scheduler,
+        )  # fmt: skip
         return {"loss": loss} if name is None else {"loss": loss, name: value}
 
     def validate() -> dict[str, float]:
         return _evaluate_torch(model, loss_fn, *val_data, name, metric_fn, torch)
 
+    def step_scheduler(val_loss: float | None) -> None:
+        if steps_on_metric(scheduler):  # ReduceLROnPlateau
+            scheduler.step(val_loss)
+        else:
+            scheduler.step()
+
+    resumable = None if path is None else _torch_checkpoint(
+        path, model, loss_fn, optimizer, scheduler, train_loader, val_data, torch,
+        metric=name, patience=patience, min_delta=min_delta, restore_best=restore_best,
+        interval=interval, clip_grad_norm=clip_grad_norm,
+    )  # fmt: skip
     return run_epochs(
         run_epoch, validate if val_data is not None else None,
-        lambda: copy.deepcopy(model.state_dict()), model.load_state_dict, epochs=epochs,
+        lambda: _tensors_to_numpy(model.state_dict(), torch),
+        lambda state: model.load_state_dict(_numpy_to_tensors(state, torch)), epochs=epochs,
         n_batches=len(train_loader), metric_name=name, patience=patience, min_delta=min_delta,
         restore_best=restore_best, progress=progress, desc=desc, on_epoch_end=on_epoch_end,
-        where="fit_torch",
+        where="fit_torch", lr=lambda: optimizer.param_groups[0]["lr"],
+        step_scheduler=step_scheduler if scheduler is not None and interval == "epoch" else None,
+        checkpoint=resumable,
     )  # fmt: skip

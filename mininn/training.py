@@ -12,21 +12,34 @@ backward pass called explicitly because there is no autograd::
 ``train_epoch`` passes ``input_grad=False`` to the backward pass of a model that
 takes it (a Sequential): the input is data, so its gradient is skipped, as
 PyTorch skips it for an input tensor with ``requires_grad=False``.
+
+With ``clip_grad_norm=`` the gradients are clipped between the backward pass and
+``optimizer.step()``; a per-batch scheduler steps right after ``optimizer.step()``,
+a per-epoch one after validation; with ``checkpoint=PATH``, ``fit`` saves
+everything needed to continue after every epoch and continues from PATH when it
+exists (see :func:`fit`).
 """
 
 from __future__ import annotations
 
+import hashlib
+import inspect
 import math
+import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from mininn import config, metrics
+from mininn._rng import default_rng
 from mininn.dataloader import DataLoader
 from mininn.module import Module, _takes_input_grad
+from mininn.serialization import load, save
+from mininn.transforms import _generator_state, _set_generator_state
+from mininn.utils import clip_grad_norm_
 
 __all__ = ["History", "evaluate", "fit", "predict", "run_epochs", "train_epoch"]
 
@@ -67,7 +80,8 @@ class History:
     """What :func:`fit` records.
 
     Attributes:
-        epochs: one dict per epoch with ``epoch`` (1-based), ``train_loss``,
+        epochs: one dict per epoch with ``epoch`` (1-based), ``lr`` (the learning
+            rate of param group 0 at the epoch's first step), ``train_loss``,
             ``val_loss`` (when validation data is given), ``train_<metric>`` and
             ``val_<metric>`` (when a metric is given) and ``seconds`` (wall-clock
             time of the epoch's training, excluding validation).
@@ -140,6 +154,8 @@ def train_epoch(
     epoch: int = 1,
     step_losses: list[float] | None = None,
     progress: Any = None,
+    clip_grad_norm: float | None = None,
+    scheduler: Any = None,
 ) -> dict[str, float]:
     """Train ``model`` for one pass over ``loader`` (training mode).
 
@@ -150,6 +166,12 @@ def train_epoch(
         epoch: used in error messages only.
         step_losses: when a list is given, each step's loss is appended to it.
         progress: a tqdm bar to advance (optional).
+        clip_grad_norm: when given, ``mininn.utils.clip_grad_norm_(model.parameters(),
+            clip_grad_norm)`` runs between the backward pass and ``optimizer.step()``.
+            Default: None.
+        scheduler: a per-batch scheduler (e.g. ``OneCycleLR``), stepped after every
+            ``optimizer.step()``; per-epoch schedulers are stepped by :func:`fit`.
+            Default: None.
     Returns:
         ``{"loss": mean loss over samples}`` plus the metric when given.
     Raises:
@@ -177,7 +199,11 @@ def train_epoch(
             model.backward(loss_fn.backward(), input_grad=False)
         else:
             model.backward(loss_fn.backward())
+        if clip_grad_norm is not None:
+            clip_grad_norm_(model.parameters(), clip_grad_norm)
         optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
         n = len(x_batch)
         seen += n
         total_loss += loss * n
@@ -207,6 +233,94 @@ def _progress_bar(total: int, desc: str, enabled: bool):
     return tqdm(total=total, desc=desc, unit="batch", leave=False, mininterval=0.5)
 
 
+def scheduler_interval_of(
+    scheduler: Any, scheduler_interval: str | None, where: str, has_val_data: bool = True
+) -> str:
+    """When a scheduler steps in :func:`fit`: ``"batch"`` or ``"epoch"``.
+
+    ``scheduler_interval`` wins when given. Otherwise a scheduler's ``per_batch``
+    attribute decides (True on mininn's ``OneCycleLR``); a scheduler without one
+    (PyTorch's) is per batch when it is a ``OneCycleLR`` or ``CyclicLR``, as in
+    their documentation, and per epoch otherwise.
+
+    Raises:
+        ValueError: ``scheduler_interval`` is not None, ``"epoch"`` or ``"batch"``,
+            is given without a scheduler, or asks a scheduler that steps on a
+            metric (``ReduceLROnPlateau``) to step per batch; such a scheduler
+            without validation data (``has_val_data`` False).
+    """
+    if scheduler_interval not in (None, "epoch", "batch"):
+        raise ValueError(
+            f"{where}: scheduler_interval must be 'epoch', 'batch' or None (decided by the "
+            f"scheduler), got {scheduler_interval!r}"
+        )
+    if scheduler is None:
+        if scheduler_interval is not None:
+            raise ValueError(
+                f"{where}: scheduler_interval={scheduler_interval!r} was given without a "
+                "scheduler; pass scheduler= too, or drop scheduler_interval"
+            )
+        return "epoch"
+    interval = scheduler_interval
+    if interval is None:
+        per_batch = getattr(scheduler, "per_batch", None)
+        if per_batch is None:
+            per_batch = type(scheduler).__name__ in ("OneCycleLR", "CyclicLR")
+        interval = "batch" if per_batch else "epoch"
+    if steps_on_metric(scheduler):
+        if interval == "batch":
+            raise ValueError(
+                f"{where}: {type(scheduler).__name__} steps on the validation loss, once per "
+                "epoch; it cannot step per batch (drop scheduler_interval='batch')"
+            )
+        if not has_val_data:
+            raise ValueError(
+                f"{where}: {type(scheduler).__name__} steps on the validation loss; pass "
+                "val_data=(x_val, y_val)"
+            )
+    return interval
+
+
+def steps_on_metric(scheduler: Any) -> bool:
+    """True when ``scheduler.step`` needs a value (``ReduceLROnPlateau.step(metrics)``)."""
+    try:
+        signature = inspect.signature(scheduler.step)
+    except (TypeError, ValueError):
+        return False
+    positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    return any(
+        p.default is inspect.Parameter.empty and p.kind in positional
+        for p in signature.parameters.values()
+    )
+
+
+def _check_fit_options(clip_grad_norm: Any, checkpoint: Any, where: str) -> str | None:
+    """Validate ``clip_grad_norm`` and ``checkpoint``; return the checkpoint path."""
+    if clip_grad_norm is not None and (
+        isinstance(clip_grad_norm, bool)
+        or not isinstance(clip_grad_norm, (int, float, np.integer, np.floating))
+        or not 0 < clip_grad_norm < math.inf
+    ):
+        raise ValueError(
+            f"{where}: clip_grad_norm must be a positive finite number (the max_norm of the "
+            f"gradients' joint 2-norm), got {clip_grad_norm!r}"
+        )
+    if checkpoint is None:
+        return None
+    if not isinstance(checkpoint, (str, os.PathLike)):
+        raise TypeError(
+            f"{where}: checkpoint must be a file path (str or os.PathLike), got "
+            f"{type(checkpoint).__name__}"
+        )
+    path = os.fspath(checkpoint)
+    folder = os.path.dirname(path) or "."
+    if not os.path.isdir(folder):
+        raise FileNotFoundError(
+            f"{where}: the folder {folder!r} of checkpoint {path!r} does not exist; create it"
+        )
+    return path
+
+
 def fit(
     model: Module,
     loss_fn: Module,
@@ -222,14 +336,42 @@ def fit(
     progress: bool = True,
     desc: str = "",
     on_epoch_end: Callable[[dict[str, float]], None] | None = None,
+    scheduler: Any = None,
+    scheduler_interval: str | None = None,
+    clip_grad_norm: float | None = None,
+    checkpoint: str | os.PathLike | None = None,
 ) -> History:
-    """Train for ``epochs`` epochs, validating after each; optionally stop early.
+    """Train for ``epochs`` epochs, validating after each; optionally stop early,
+    schedule the learning rate, clip the gradients and checkpoint every epoch.
+
+    Each step is ``zero_grad → forward → loss → backward → [clip] → step →
+    [per-batch scheduler.step()]``; after each epoch come validation, then the
+    per-epoch ``scheduler.step()`` (``scheduler.step(val_loss)`` for
+    ``ReduceLROnPlateau``), then the checkpoint: the order PyTorch users write.
+
+    **Schedulers.** fit steps a scheduler per batch when ``scheduler.per_batch`` is
+    True (mininn's ``OneCycleLR``), per epoch otherwise (``StepLR``,
+    ``CosineAnnealingLR``, ``ReduceLROnPlateau``, ...); ``scheduler_interval``
+    overrides it (e.g. a ``CosineAnnealingLR`` with ``T_max`` in steps,
+    ``scheduler_interval="batch"``).
+
+    **Checkpoints.** With ``checkpoint=PATH``, after every epoch fit writes to PATH
+    (atomically, with :func:`mininn.save`) the model's, optimizer's, scheduler's
+    and loader's state (the loader's shuffling and augmentation generators), the
+    package generator's state (Dropout's masks) and that of every generator a
+    module holds, the history, early stopping's state, and a fingerprint of the
+    setup. When PATH exists at the start, fit checks the fingerprint and continues
+    after the saved epoch: ``epochs`` is the total, so a run stopped after 3 of 6
+    epochs and started again with the same arguments trains epochs 4 to 6 and ends
+    with the same weights and history, bit for bit (the ``seconds`` column aside),
+    as a run that was never stopped. A finished run (all epochs, or stopped
+    early) returns its history without training. Delete PATH to start over.
 
     Args:
         model, loss_fn, optimizer: a Module, a loss (``CrossEntropyLoss``, ...) and an
             optimizer built on ``model.parameters()``.
         train_loader: a :class:`~mininn.DataLoader` over ``(x_train, y_train)``.
-        epochs: maximum number of passes over the training data, >= 1.
+        epochs: total number of passes over the training data, >= 1.
         val_data: ``(x_val, y_val)`` evaluated in eval mode after each epoch. Default: None.
         metric: ``"accuracy"`` (argmax of the outputs), ``"binary_accuracy"``
             (outputs are probabilities), ``"r2"``, a callable ``(y_true, output) ->
@@ -241,11 +383,26 @@ def fit(
             the end. Default: True.
         progress: show a tqdm bar per epoch on stderr (when tqdm is installed). Default: True.
         desc: prefix of the progress bar's label, e.g. the dataset name.
-        on_epoch_end: called with each epoch's history row.
+        on_epoch_end: called with each epoch's history row (after the checkpoint of
+            that epoch is written).
+        scheduler: a ``mininn.optim.lr_scheduler`` scheduler over ``optimizer``, or
+            None. Default: None.
+        scheduler_interval: ``"epoch"``, ``"batch"`` or None (decided by
+            ``scheduler.per_batch``, see above). Default: None.
+        clip_grad_norm: ``max_norm`` of ``mininn.utils.clip_grad_norm_`` (joint
+            2-norm of all gradients), applied before every optimizer step, or None.
+            Default: None.
+        checkpoint: a file path, or None for no checkpoint. Default: None.
     Returns:
         A :class:`History`.
     Raises:
-        ValueError: ``epochs`` < 1, or ``patience`` without ``val_data``.
+        ValueError: ``epochs`` < 1; ``patience``, or a scheduler that steps on the
+            validation loss, without ``val_data``; a bad ``scheduler_interval`` or
+            ``clip_grad_norm``; a scheduler over another optimizer; the checkpoint
+            was written by another setup (model, optimizer, scheduler, loss, data or
+            fit arguments) or holds more epochs than ``epochs``: the message names
+            the file, what differs, and the fix.
+        FileNotFoundError: the folder of ``checkpoint`` does not exist.
         FloatingPointError: the loss became NaN or infinite (see :func:`train_epoch`).
     Example:
         >>> import numpy as np, mininn
@@ -262,22 +419,273 @@ def fit(
         True
     """
     name, _ = _resolve_metric(metric)
+    path = _check_fit_options(clip_grad_norm, checkpoint, "fit")
+    interval = scheduler_interval_of(scheduler, scheduler_interval, "fit", val_data is not None)
+    if scheduler is not None and getattr(scheduler, "optimizer", optimizer) is not optimizer:
+        raise ValueError(
+            "fit: the scheduler sets the learning rate of another optimizer; build it on the "
+            "optimizer passed to fit"
+        )
+    batch_scheduler = scheduler if interval == "batch" else None
 
     def run_epoch(epoch: int, history: History, bar: Any) -> dict[str, float]:
         return train_epoch(
             model, loss_fn, optimizer, train_loader, metric=metric, epoch=epoch,
-            step_losses=history.step_losses, progress=bar,
+            step_losses=history.step_losses, progress=bar, clip_grad_norm=clip_grad_norm,
+            scheduler=batch_scheduler,
         )  # fmt: skip
 
     def validate() -> dict[str, float]:
         return evaluate(model, loss_fn, *val_data, metric=metric)
+
+    resumable = None
+    if path is not None:
+        generators = _module_generators(model)
+
+        def get_state() -> dict:
+            return {
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scheduler": None if scheduler is None else scheduler.state_dict(),
+                "loader": train_loader.state_dict(),
+                "generators": {key: _generator_state(g) for key, g in generators.items()},
+            }
+
+        def set_state(state: dict) -> None:
+            model.load_state_dict(state["model"])
+            optimizer.load_state_dict(state["optimizer"])
+            if scheduler is not None:
+                scheduler.load_state_dict(state["scheduler"])
+            train_loader.load_state_dict(state["loader"])
+            for key, generator in generators.items():
+                _set_generator_state(generator, state["generators"][key], f"fit: {key}")
+
+        resumable = _resumable(
+            path, get_state, set_state, model=model, loss_fn=loss_fn, optimizer=optimizer,
+            scheduler=scheduler, train_loader=train_loader, val_data=val_data,
+            generators=sorted(generators), metric=name, patience=patience,
+            min_delta=min_delta, restore_best=restore_best, interval=interval,
+            clip_grad_norm=clip_grad_norm,
+        )  # fmt: skip
 
     return run_epochs(
         run_epoch, validate if val_data is not None else None, model.state_dict,
         model.load_state_dict, epochs=epochs, n_batches=len(train_loader), metric_name=name,
         patience=patience, min_delta=min_delta, restore_best=restore_best, progress=progress,
         desc=desc, on_epoch_end=on_epoch_end, where="fit",
+        lr=lambda: optimizer.param_groups[0]["lr"],
+        step_scheduler=_epoch_step(scheduler) if interval == "epoch" else None,
+        checkpoint=resumable,
     )  # fmt: skip
+
+
+def _epoch_step(scheduler: Any) -> Callable[[float | None], None] | None:
+    """The per-epoch step of ``scheduler``: ``step(val_loss)`` or ``step()``."""
+    if scheduler is None:
+        return None
+    if steps_on_metric(scheduler):
+        return scheduler.step  # run_epochs passes the validation loss
+    return lambda val_loss: scheduler.step()
+
+
+# -- checkpoints ------------------------------------------------------------------------
+
+_CHECKPOINT_FORMAT = "mininn.training.fit checkpoint"
+
+
+def _module_generators(model: Any) -> dict[str, np.random.Generator]:
+    """The generators modules hold (e.g. ``Dropout(rng=0)``), by ``<module>.<attribute>``."""
+    found = {}
+    for module_name, module in model.named_modules():
+        for attribute, value in vars(module).items():
+            if isinstance(value, np.random.Generator):
+                found[f"{module_name}.{attribute}".lstrip(".")] = value
+    return found
+
+
+def _canonical(value: Any) -> Any:
+    """``value`` as plain data for a fingerprint: arrays (and tensors) by shape, dtype
+    and SHA-256, tuples as lists, NumPy scalars as Python numbers, objects by type."""
+    if hasattr(value, "detach") and hasattr(value, "numpy"):  # a torch.Tensor
+        value = value.detach().cpu().numpy()
+    if isinstance(value, np.ndarray):
+        data = np.ascontiguousarray(value)
+        digest = hashlib.sha256(data.reshape(-1).view(np.uint8)).hexdigest()
+        return {"shape": list(value.shape), "dtype": str(value.dtype), "sha256": digest}
+    if isinstance(value, np.generic):
+        return value.item()
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, Mapping):
+        return {k if isinstance(k, (str, int)) else repr(k): _canonical(v) for k, v in
+                value.items()}  # fmt: skip
+    if isinstance(value, (list, tuple)):
+        return [_canonical(v) for v in value]
+    return f"<{type(value).__name__}>"
+
+
+def _model_fingerprint(named_modules: Any, state: Mapping[str, Any]) -> dict:
+    """The architecture: module classes by name, and each state entry's shape and dtype."""
+    return {
+        "modules": [[name, type(module).__name__] for name, module in named_modules],
+        "state": {key: f"{tuple(np.shape(v))} {getattr(v, 'dtype', '')}"
+                  for key, v in state.items()},
+    }  # fmt: skip
+
+
+def _fingerprint(setup: dict, optimizer: Any, scheduler: Any) -> dict:
+    """The setup, with the optimizer's and scheduler's settings as they are now (they
+    change while training); in the order a mismatch is best explained."""
+    groups = optimizer.state_dict()["param_groups"]
+    return {
+        "model": setup["model"],
+        "scheduler": None if scheduler is None else {
+            "class": type(scheduler).__name__, "state": _canonical(scheduler.state_dict())},
+        "optimizer": {"class": type(optimizer).__name__, "param_groups": _canonical(groups)},
+        **{key: value for key, value in setup.items() if key != "model"},
+    }  # fmt: skip
+
+
+def _resumable(path: str, get_state: Callable[[], dict], set_state: Callable[[dict], None], *,
+               model: Any, loss_fn: Any, optimizer: Any, scheduler: Any, train_loader: Any,
+               val_data: Any, **arguments: Any) -> _Checkpoint:  # fmt: skip
+    """The checkpoint of a fit or fit_torch run (a torch or mininn model, loss, optimizer
+    and scheduler); ``arguments`` are the fit arguments a continuation must repeat."""
+    setup = _setup_fingerprint(
+        model=_model_fingerprint(model.named_modules(), model.state_dict()), loss_fn=loss_fn,
+        train_loader=train_loader, val_data=val_data, **arguments,
+    )  # fmt: skip
+    return _Checkpoint(path, lambda: _fingerprint(setup, optimizer, scheduler), get_state,
+                       set_state)  # fmt: skip
+
+
+def _setup_fingerprint(*, model: dict, loss_fn: Any, train_loader: Any, val_data: Any,
+                       **arguments: Any) -> dict:  # fmt: skip
+    """What must not change between a run and its continuation, but the optimizer's
+    and scheduler's (computed separately, as they change while training)."""
+    loss_settings = {
+        key: value for key, value in vars(loss_fn).items()
+        if not key.startswith("_") and key != "training"
+    }  # fmt: skip
+    if hasattr(loss_fn, "named_buffers"):  # e.g. the class weights of torch's losses
+        loss_settings.update(loss_fn.named_buffers())
+    return {
+        "model": model,
+        "loss": {"class": type(loss_fn).__name__, "settings": _canonical(loss_settings)},
+        "data": {
+            "train": [_canonical(a) for a in train_loader.arrays],
+            "val": None if val_data is None else [_canonical(np.asarray(a)) for a in val_data],
+            "batch_size": train_loader.batch_size,
+            "shuffle": train_loader.shuffle,
+            "drop_last": train_loader.drop_last,
+            "transform": None if train_loader.transform is None else repr(train_loader.transform),
+        },
+        "fit": _canonical(arguments),
+    }
+
+
+def _differences(saved: Any, current: Any, where: str = "") -> list[str]:
+    """Where two canonical fingerprints differ, e.g. ``optimizer.param_groups[0].lr: 0.1
+    in the file, 0.01 now``."""
+    if isinstance(saved, dict) and isinstance(current, dict):
+        if "class" in saved and saved.get("class") != current.get("class"):
+            where = f"{where}.class" if where else "class"  # the rest follows from it
+            return [f"{where}: {saved.get('class')!r} in the file, {current.get('class')!r} now"]
+        found = []
+        for key in list(saved) + [k for k in current if k not in saved]:
+            name = key if isinstance(key, str) and key.isidentifier() else f"[{key!r}]"
+            inner = f"{where}.{name}" if where and name[0] != "[" else f"{where}{name}"
+            if key not in current or key not in saved:
+                side = "the file" if key in saved else "this run"
+                found.append(f"{inner}: only in {side}")
+            else:
+                found += _differences(saved[key], current[key], inner)
+        return found
+    if isinstance(saved, list) and isinstance(current, list) and len(saved) == len(current):
+        found = []
+        for i, (a, b) in enumerate(zip(saved, current, strict=True)):
+            found += _differences(a, b, f"{where}[{i}]")
+        return found
+    same = saved == current or (
+        isinstance(saved, float) and isinstance(current, float)
+        and math.isnan(saved) and math.isnan(current)
+    )  # fmt: skip
+    return [] if same else [f"{where}: {saved!r:.60} in the file, {current!r:.60} now"]
+
+
+@dataclass
+class _Checkpoint:
+    """A run's checkpoint file, and how to take and restore the framework's state.
+
+    ``fingerprint()`` describes the setup from the live objects. A checkpoint is
+    continued when the setup at the start of the call equals the one that started
+    the run (fresh objects built the same way, e.g. in a new process) or the one
+    saved with its last epoch (the same objects, continued in the same process).
+    """
+
+    path: str
+    fingerprint: Callable[[], dict]
+    get_state: Callable[[], dict]
+    set_state: Callable[[dict], None]
+    origin: dict | None = None
+
+    def read(self, epochs: int, where: str) -> dict | None:
+        """The saved run, after checking it fits; None when there is no file yet."""
+        current = self.fingerprint()
+        self.origin = current
+        if not os.path.exists(self.path):
+            return None
+        fix = f"delete {self.path!r} to start over, or pass the setup that wrote it"
+        try:
+            saved = load(self.path)
+        except ValueError as error:
+            raise ValueError(
+                f"{where}: cannot read checkpoint {self.path!r} ({error}); {fix}"
+            ) from error
+        if not isinstance(saved, dict) or saved.get("format") != _CHECKPOINT_FORMAT:
+            raise ValueError(
+                f"{where}: {self.path!r} is not a checkpoint written by {where} (no "
+                f"{_CHECKPOINT_FORMAT!r} entry); {fix}"
+            )
+        differences = _differences(saved["fingerprint"], current)
+        if differences and _differences(saved["fingerprint_now"], current):
+            shown = "; ".join(differences[:5]) + (
+                f"; and {len(differences) - 5} more" if len(differences) > 5 else ""
+            )
+            raise ValueError(
+                f"{where}: checkpoint {self.path!r} was written by another setup ({shown}); "
+                f"it is not continued, to avoid mixing two runs: {fix}"
+            )
+        if saved["epoch"] > epochs:
+            raise ValueError(
+                f"{where}: checkpoint {self.path!r} holds {saved['epoch']} epochs, more than "
+                f"epochs={epochs}; pass epochs >= {saved['epoch']}, or delete the file to "
+                "start over"
+            )
+        self.origin = saved["fingerprint"]
+        self.set_state(saved["state"])
+        default_rng().bit_generator.state = saved["package_generator"]
+        return saved
+
+    def write(self, epoch: int, history: History, early_stopping: dict) -> None:
+        save(
+            {
+                "format": _CHECKPOINT_FORMAT,
+                "fingerprint": self.origin,
+                "fingerprint_now": self.fingerprint(),
+                "epoch": epoch,
+                "state": self.get_state(),
+                "package_generator": _generator_state(default_rng()),
+                "history": {
+                    "epochs": history.epochs,
+                    "step_losses": np.asarray(history.step_losses, dtype=np.float64),
+                    "best_epoch": history.best_epoch,
+                    "stopped_early": history.stopped_early,
+                },
+                "early_stopping": early_stopping,
+            },
+            self.path,
+        )
 
 
 def run_epochs(
@@ -296,8 +704,12 @@ def run_epochs(
     desc: str = "",
     on_epoch_end: Callable[[dict[str, float]], None] | None = None,
     where: str = "fit",
+    lr: Callable[[], float] | None = None,
+    step_scheduler: Callable[[float | None], None] | None = None,
+    checkpoint: _Checkpoint | None = None,
 ) -> History:
-    """The epoch loop of :func:`fit`, for any framework: history rows, timing, early stopping.
+    """The epoch loop of :func:`fit`, for any framework: history rows, timing, early
+    stopping, the per-epoch scheduler step and the checkpoint.
 
     :func:`fit` and :func:`mininn.interop.fit_torch` differ only in the callables
     they pass, so the two histories are built by the same lines.
@@ -306,12 +718,18 @@ def run_epochs(
         run_epoch: ``(epoch, history, progress_bar) -> {"loss", <metric_name>}``; trains
             one epoch and appends each step's loss to ``history.step_losses``.
         validate: ``() -> {"loss", <metric_name>}`` in eval mode, or None.
-        snapshot, restore: take and put back the model's weights (early stopping).
+        snapshot, restore: take and put back the model's weights (early stopping);
+            with a checkpoint, the snapshot must be savable by :func:`mininn.save`.
         n_batches: batches per epoch (the progress bar's length).
         where: the caller's name, for error messages.
+        lr: ``() -> float``, the current learning rate, recorded as the row's ``lr``.
+        step_scheduler: ``(val_loss or None) -> None``, called after validation.
+        checkpoint: the file to continue from and write after every epoch (built
+            by ``fit`` / ``fit_torch``), or None.
         The other arguments are :func:`fit`'s.
     Raises:
-        ValueError: ``epochs`` < 1, or ``patience`` without validation.
+        ValueError: ``epochs`` < 1; ``patience`` without validation; a checkpoint
+            that does not fit.
     """
     if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
         raise ValueError(f"{where}: epochs must be a positive integer, got {epochs!r}")
@@ -320,16 +738,36 @@ def run_epochs(
     name = metric_name
     history = History()
     best_loss, best_state, waited = math.inf, None, 0
-    for epoch in range(1, epochs + 1):
+    first = 1
+    saved = None if checkpoint is None else checkpoint.read(epochs, where)
+    if saved is not None:
+        past = saved["history"]
+        history = History(
+            epochs=past["epochs"], step_losses=past["step_losses"].tolist(),
+            best_epoch=past["best_epoch"], stopped_early=past["stopped_early"],
+        )  # fmt: skip
+        stopping = saved["early_stopping"]
+        best_loss, waited, best_state = (
+            stopping["best_loss"],
+            stopping["waited"],
+            stopping["best_state"],
+        )
+        first = epochs + 1 if history.stopped_early else saved["epoch"] + 1
+        _log.info("%s: continuing from %s after epoch %d", desc or where, checkpoint.path,
+                  saved["epoch"])  # fmt: skip
+    for epoch in range(first, epochs + 1):
         label = f"{desc} epoch {epoch}/{epochs}".strip()
         bar = _progress_bar(n_batches, label, progress)
+        row: dict[str, float] = {"epoch": epoch}
+        if lr is not None:
+            row["lr"] = float(lr())
         start = time.perf_counter()
         try:
             train = run_epoch(epoch, history, bar)
         finally:
             if bar is not None:
                 bar.close()
-        row: dict[str, float] = {"epoch": epoch, "train_loss": train["loss"]}
+        row["train_loss"] = train["loss"]
         if name is not None:
             row[f"train_{name}"] = train[name]
         row["seconds"] = time.perf_counter() - start
@@ -339,21 +777,26 @@ def run_epochs(
             if name is not None:
                 row[f"val_{name}"] = val[name]
         history.epochs.append(row)
+        if validate is not None:
+            if row["val_loss"] < best_loss - min_delta:
+                best_loss, waited, history.best_epoch = row["val_loss"], 0, epoch
+                if patience is not None and restore_best:
+                    best_state = snapshot()
+            else:
+                waited += 1
+                history.stopped_early = patience is not None and waited >= patience
+        if step_scheduler is not None:
+            step_scheduler(row.get("val_loss"))
+        if checkpoint is not None:
+            checkpoint.write(
+                epoch, history, {"best_loss": best_loss, "waited": waited, "best_state": best_state}
+            )
         _log.info("%s epoch %d/%d: %s", desc or where, epoch, epochs,
                   ", ".join(f"{k}={v:.4g}" for k, v in row.items() if k != "epoch"))  # fmt: skip
         if on_epoch_end is not None:
             on_epoch_end(row)
-        if validate is None:
-            continue
-        if row["val_loss"] < best_loss - min_delta:
-            best_loss, waited, history.best_epoch = row["val_loss"], 0, epoch
-            if patience is not None and restore_best:
-                best_state = snapshot()
-        else:
-            waited += 1
-            if patience is not None and waited >= patience:
-                history.stopped_early = True
-                break
+        if history.stopped_early:
+            break
     if best_state is not None and history.stopped_early:
         restore(best_state)
     return history

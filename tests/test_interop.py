@@ -29,6 +29,7 @@ from mininn.layers import BatchNorm1d, Dropout, Linear  # noqa: E402
 from mininn.losses import CrossEntropyLoss, MSELoss  # noqa: E402
 from mininn.models import make_mlp  # noqa: E402
 from mininn.module import Module, Sequential  # noqa: E402
+from mininn.optim.lr_scheduler import OneCycleLR, ReduceLROnPlateau, StepLR  # noqa: E402
 from mininn.training import fit  # noqa: E402
 
 DTYPES = [pytest.param(np.float64, id="float64"), pytest.param(np.float32, id="float32")]
@@ -235,14 +236,6 @@ def test_optimizer_to_torch_two_groups_raises():
         optimizer_to_torch(opt, to_torch(layer).parameters())
 
 
-def test_optimizer_to_torch_after_a_step_raises():
-    layer = Linear(3, 2)
-    opt = optim.Adam(layer.parameters())
-    opt.step()
-    with pytest.raises(ValueError, match="Adam has already taken a step"):
-        optimizer_to_torch(opt, to_torch(layer).parameters())
-
-
 def test_optimizer_to_torch_wrong_parameters_raises():
     opt = optim.SGD(Linear(3, 2).parameters(), lr=0.1)
     with pytest.raises(ValueError, match=r"shapes \[\(2, 3\), \(2,\)\].*got \[\(4, 3\), \(4,\)\]"):
@@ -343,11 +336,129 @@ def test_fit_torch_nan_loss_raises():
     [
         pytest.param({"epochs": 0}, "epochs must be a positive integer, got 0", id="epochs"),
         pytest.param({"epochs": 2, "patience": 1}, "patience.*needs val_data", id="patience"),
+        pytest.param({"epochs": 1, "clip_grad_norm": 0}, "fit_torch: clip_grad_norm must be a "
+                     "positive finite number.*got 0", id="clip"),
+        pytest.param({"epochs": 1, "scheduler_interval": "epoch"}, "fit_torch: scheduler_interval"
+                     "='epoch' was given without a scheduler", id="interval"),
+        pytest.param({"epochs": 1, "scheduler": "plateau"}, "fit_torch: ReduceLROnPlateau steps "
+                     r"on the validation loss; pass val_data=\(x_val, y_val\)", id="plateau"),
+        pytest.param({"epochs": 1, "scheduler": "other-optimizer"}, "fit_torch: the scheduler "
+                     "sets the learning rate of another optimizer", id="other-optimizer"),
     ],
-)
+)  # fmt: skip
 def test_fit_torch_bad_arguments_raise(kwargs, message):
     x, y = classification_data(n=16)
     twin = torch.nn.Linear(5, 3).double()
     opt = torch.optim.SGD(twin.parameters(), lr=0.1)
+    schedulers = {
+        "plateau": lambda: torch.optim.lr_scheduler.ReduceLROnPlateau(opt),
+        "other-optimizer": lambda: torch.optim.lr_scheduler.StepLR(
+            torch.optim.SGD(torch.nn.Linear(1, 1).parameters(), lr=0.1), step_size=1),
+    }  # fmt: skip
+    if "scheduler" in kwargs:
+        kwargs["scheduler"] = schedulers[kwargs["scheduler"]]()
     with pytest.raises(ValueError, match=message):
         fit_torch(twin, torch.nn.CrossEntropyLoss(), opt, DataLoader(x, y), **kwargs)
+
+
+# ------------------------------------------------------- fit_torch: schedulers, clipping, resume
+
+SCHEDULES = {
+    "onecycle": lambda opt, steps: OneCycleLR(opt, max_lr=0.05, total_steps=steps),
+    "plateau": lambda opt, steps: ReduceLROnPlateau(opt, factor=0.5, patience=0, threshold=0.5),
+    "step": lambda opt, steps: StepLR(opt, step_size=1, gamma=0.7),
+}
+
+
+def scheduled_setup(schedule, dtype=np.float64, epochs=3):
+    """A mininn model, optimizer and scheduler, and their PyTorch twins (the optimizer
+    converted before training; fit_torch converts the scheduler itself)."""
+    mininn.manual_seed(11)
+    model = make_mlp(6, [10, 8], 4, batch_norm=True, dtype=dtype)
+    twin = to_torch(model)
+    opt = optim.Adam(model.parameters(), lr=0.01)
+    twin_opt = optimizer_to_torch(opt, twin.parameters())
+    scheduler = SCHEDULES[schedule](opt, epochs * 4)  # 120 samples, batches of 32
+    return model, opt, scheduler, twin, twin_opt
+
+
+@pytest.mark.parametrize("schedule", [*SCHEDULES, "torch-onecycle"])
+def test_fit_torch_equals_fit_with_a_scheduler_clipping_and_label_smoothing(schedule):
+    x, y = classification_data(n=120, features=6, classes=4)
+    val = classification_data(n=40, features=6, classes=4, seed=8)
+    model, opt, scheduler, twin, twin_opt = scheduled_setup(schedule.removeprefix("torch-"))
+    twin_scheduler = scheduler  # a mininn scheduler: fit_torch converts it
+    if schedule == "torch-onecycle":  # or PyTorch's own, stepped per batch by its name
+        twin_scheduler = torch.optim.lr_scheduler.OneCycleLR(twin_opt, max_lr=0.05,
+                                                             total_steps=12)  # fmt: skip
+    kwargs = dict(epochs=3, val_data=val, metric="accuracy", clip_grad_norm=0.5, progress=False)
+    # PyTorch first: fit_torch converts the scheduler as it stands, before fit steps it.
+    theirs = fit_torch(twin, torch.nn.CrossEntropyLoss(label_smoothing=0.1), twin_opt,
+                       DataLoader(x, y, batch_size=32, shuffle=True, seed=3),
+                       scheduler=twin_scheduler, **kwargs)  # fmt: skip
+    ours = fit(model, CrossEntropyLoss(label_smoothing=0.1), opt,
+               DataLoader(x, y, batch_size=32, shuffle=True, seed=3), scheduler=scheduler,
+               **kwargs)  # fmt: skip
+    assert len(ours.step_losses) == len(theirs.step_losses) == 3 * 4
+    np.testing.assert_allclose(ours.step_losses, theirs.step_losses, rtol=1e-9, atol=0)
+    assert [list(row) for row in ours.epochs] == [list(row) for row in theirs.epochs]
+    np.testing.assert_allclose(ours.column("lr"), theirs.column("lr"), rtol=1e-12)
+    np.testing.assert_allclose(ours.column("val_loss"), theirs.column("val_loss"), rtol=1e-9)
+    assert len(set(ours.column("lr"))) > 1 or opt.param_groups[0]["lr"] != 0.01  # it moved
+    np.testing.assert_allclose(opt.param_groups[0]["lr"], twin_opt.param_groups[0]["lr"],
+                               rtol=1e-12)  # fmt: skip
+    # atol: the bias of the Linear before BatchNorm has a zero gradient plus rounding
+    # noise, so it stays near 1e-11 in both, with no common digits.
+    final = twin.state_dict()
+    for key, value in model.state_dict().items():
+        np.testing.assert_allclose(value, final[key].numpy(), rtol=1e-8, atol=1e-9, err_msg=key)
+
+
+def _fit_torch_run(path, *, stop_after=None, weight_decay=0, epochs=4):
+    x, y = classification_data(n=120, features=6, classes=4)
+    val = classification_data(n=40, features=6, classes=4, seed=8)
+    _, _, scheduler, twin, twin_opt = scheduled_setup("onecycle", epochs=4)
+    twin_opt.param_groups[0]["weight_decay"] = weight_decay  # another setup, to be refused
+
+    def interrupt(row):
+        if row["epoch"] == stop_after:
+            raise KeyboardInterrupt
+
+    history = fit_torch(
+        twin, torch.nn.CrossEntropyLoss(label_smoothing=0.1), twin_opt,
+        DataLoader(x, y, batch_size=32, shuffle=True, seed=3), epochs=epochs, val_data=val,
+        patience=3, scheduler=scheduler, clip_grad_norm=0.5, checkpoint=path, progress=False,
+        on_epoch_end=interrupt,
+    )  # fmt: skip
+    return history, twin, twin_opt
+
+
+def test_fit_torch_resumes_bit_identical(tmp_path):
+    expected, twin, twin_opt = _fit_torch_run(tmp_path / "uninterrupted.npz")
+    path = tmp_path / "run.npz"
+    with pytest.raises(KeyboardInterrupt):
+        _fit_torch_run(path, stop_after=2)
+    history, resumed, resumed_opt = _fit_torch_run(path)
+
+    def rows(h):
+        return [{k: v for k, v in row.items() if k != "seconds"} for row in h.epochs]
+
+    assert rows(history) == rows(expected) and history.step_losses == expected.step_losses
+    for key, value in twin.state_dict().items():
+        assert torch.equal(resumed.state_dict()[key], value), key
+    saved, ours = twin_opt.state_dict(), resumed_opt.state_dict()
+    assert ours["param_groups"] == saved["param_groups"]
+    for index, state in saved["state"].items():
+        for name, value in state.items():
+            assert torch.equal(ours["state"][index][name], value), (index, name)
+
+
+def test_fit_torch_refuses_a_checkpoint_of_another_setup(tmp_path):
+    path = tmp_path / "run.npz"
+    _fit_torch_run(path, epochs=2)
+    with pytest.raises(
+        ValueError,
+        match=r"fit_torch: checkpoint '.*run\.npz' was written by "
+        r"another setup \(.*weight_decay: 0 in the file, 0\.01 now.*delete",
+    ):
+        _fit_torch_run(path, weight_decay=0.01)  # fmt: skip

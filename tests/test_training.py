@@ -7,6 +7,7 @@ import pytest
 
 import mininn
 from mininn.models import make_mlp
+from mininn.optim.lr_scheduler import CosineAnnealingLR, OneCycleLR, ReduceLROnPlateau, StepLR
 from mininn.training import evaluate, fit, predict, run_epochs
 
 
@@ -31,7 +32,7 @@ def test_fit_history_rows_and_step_losses():
                   metric="accuracy", progress=False)  # fmt: skip
     assert [row["epoch"] for row in history.epochs] == list(range(1, 11))
     assert set(history.epochs[0]) == {
-        "epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "seconds"
+        "epoch", "lr", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "seconds"
     }  # fmt: skip
     assert len(history.step_losses) == 10 * len(loader)
     # the epoch's train_loss is the sample-weighted mean of its steps (equal batches here)
@@ -115,3 +116,186 @@ def test_fit_errors(kwargs, match):
     with pytest.raises(ValueError, match=match):
         fit(model, loss_fn, optimizer, mininn.DataLoader(x, y, batch_size=32), progress=False,
             **kwargs)  # fmt: skip
+
+
+# -- schedulers, clipping ----------------------------------------------------------------
+
+
+def _float64_setup(seed=0):
+    mininn.manual_seed(seed)
+    model = make_mlp(2, [8], 2, batch_norm=True, dtype="float64")
+    return model, mininn.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+
+
+def _hand_written_loop(model, optimizer, scheduler, loader, *, epochs, clip, interval, val):
+    """The PyTorch user's loop, written out: clip between backward and step, a per-batch
+    scheduler after each optimizer step, a per-epoch one after validation."""
+    loss_fn, losses = mininn.CrossEntropyLoss(), []
+    for _ in range(epochs):
+        model.train()
+        for x_batch, y_batch in loader:
+            optimizer.zero_grad()
+            loss = loss_fn(model(x_batch), y_batch)
+            model.backward(loss_fn.backward())
+            if clip is not None:
+                mininn.utils.clip_grad_norm_(model.parameters(), clip)
+            optimizer.step()
+            if interval == "batch":
+                scheduler.step()
+            losses.append(float(loss))
+        val_loss = evaluate(model, loss_fn, *val)["loss"]
+        if interval == "epoch" and isinstance(scheduler, ReduceLROnPlateau):
+            scheduler.step(val_loss)
+        elif interval == "epoch":
+            scheduler.step()
+    return losses
+
+
+SCHEDULES = {
+    "onecycle": (lambda opt: OneCycleLR(opt, max_lr=0.5, total_steps=4 * 3), "batch"),
+    "step": (lambda opt: StepLR(opt, step_size=1, gamma=0.5), "epoch"),
+    # a gain under 90 % counts as a plateau, so that the rate does drop
+    "plateau": (lambda opt: ReduceLROnPlateau(opt, factor=0.5, patience=0, threshold=0.9),
+                "epoch"),
+    "cosine-per-batch": (lambda opt: CosineAnnealingLR(opt, T_max=12), "batch"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", list(SCHEDULES))
+def test_fit_equals_the_hand_written_pytorch_loop(name):
+    x, y = _blobs()
+    x = x.astype(np.float64)
+    make, interval = SCHEDULES[name]
+    runs = []
+    for by_hand in (False, True):
+        model, optimizer = _float64_setup()
+        scheduler = make(optimizer)
+        loader = mininn.DataLoader(x, y, batch_size=32, shuffle=True, seed=0)
+        if by_hand:
+            losses = _hand_written_loop(model, optimizer, scheduler, loader, epochs=4, clip=0.5,
+                                        interval=interval, val=(x, y))  # fmt: skip
+        else:
+            history = fit(model, mininn.CrossEntropyLoss(), optimizer, loader, epochs=4,
+                          val_data=(x, y), scheduler=scheduler, clip_grad_norm=0.5,
+                          scheduler_interval="batch" if name == "cosine-per-batch" else None,
+                          progress=False)  # fmt: skip
+            losses = history.step_losses
+        runs.append((losses, model.state_dict(), scheduler.get_last_lr()))
+    (fit_losses, fit_state, fit_lr), (hand_losses, hand_state, hand_lr) = runs
+    assert fit_losses == hand_losses
+    assert fit_lr == hand_lr != [0.1]  # the schedule moved the rate
+    for key in fit_state:
+        np.testing.assert_array_equal(fit_state[key], hand_state[key], err_msg=key)
+
+
+def test_clipping_changes_the_run():
+    x, y = _blobs()
+    results = []
+    for clip in (None, 0.05):
+        model, optimizer = _float64_setup()
+        history = fit(model, mininn.CrossEntropyLoss(), optimizer,
+                      mininn.DataLoader(x.astype(np.float64), y, batch_size=32), epochs=2,
+                      clip_grad_norm=clip, progress=False)  # fmt: skip
+        results.append(history.step_losses)
+    assert results[0][0] == results[1][0] and results[0][1:] != results[1][1:]
+
+
+def test_history_lr_is_the_rate_of_each_epochs_first_step():
+    x, y = _blobs()
+    model, optimizer = _float64_setup()
+    history = fit(model, mininn.CrossEntropyLoss(), optimizer,
+                  mininn.DataLoader(x.astype(np.float64), y, batch_size=32), epochs=3,
+                  scheduler=StepLR(optimizer, step_size=1, gamma=0.5), progress=False)  # fmt: skip
+    assert history.column("lr") == [0.1, 0.05, 0.025]
+
+
+class _Spy:
+    """A scheduler that records its steps; ``per_batch`` as given (absent when None)."""
+
+    def __init__(self, per_batch=None):
+        if per_batch is not None:
+            self.per_batch = per_batch
+        self.steps = []
+
+    def step(self):
+        self.steps.append(None)
+
+
+class _PlateauSpy(_Spy):
+    def step(self, metrics):
+        self.steps.append(metrics)
+
+
+# PyTorch's OneCycleLR has no per_batch attribute: fit knows it by its name.
+_TorchOneCycleSpy = type("OneCycleLR", (_Spy,), {})
+
+
+@pytest.mark.parametrize(
+    ("scheduler", "interval", "steps"),
+    [
+        (lambda: _Spy(per_batch=True), None, 3 * 3),
+        (lambda: _Spy(per_batch=False), None, 3),
+        (lambda: _Spy(), None, 3),
+        (lambda: _TorchOneCycleSpy(), None, 3 * 3),
+        (lambda: _Spy(per_batch=True), "epoch", 3),
+        (lambda: _Spy(per_batch=False), "batch", 3 * 3),
+    ],
+    ids=["per-batch", "per-epoch", "no-attribute", "torch-onecycle-by-name", "override-epoch",
+         "override-batch"],
+)  # fmt: skip
+def test_fit_decides_when_the_scheduler_steps(scheduler, interval, steps):
+    x, y = _blobs()
+    model, loss_fn, optimizer = _setup()
+    spy = scheduler()
+    fit(model, loss_fn, optimizer, mininn.DataLoader(x, y, batch_size=32), epochs=3,
+        scheduler=spy, scheduler_interval=interval, progress=False)  # fmt: skip
+    assert len(spy.steps) == steps
+
+
+def test_a_plateau_scheduler_steps_on_each_epochs_val_loss():
+    x, y = _blobs()
+    model, loss_fn, optimizer = _setup()
+    spy = _PlateauSpy()
+    history = fit(model, loss_fn, optimizer, mininn.DataLoader(x, y, batch_size=32), epochs=3,
+                  val_data=(x, y), scheduler=spy, progress=False)  # fmt: skip
+    assert spy.steps == history.column("val_loss")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"scheduler_interval": "step", "scheduler": _Spy()}, ValueError,
+         "scheduler_interval must be 'epoch', 'batch' or None.*got 'step'"),
+        ({"scheduler_interval": "epoch"}, ValueError,
+         "scheduler_interval='epoch' was given without a scheduler"),
+        ({"scheduler": _PlateauSpy()}, ValueError,
+         r"_PlateauSpy steps on the validation loss; pass val_data=\(x_val, y_val\)"),
+        ({"scheduler": _PlateauSpy(), "scheduler_interval": "batch", "val_data": (None, None)},
+         ValueError, "cannot step per batch"),
+        ({"clip_grad_norm": 0}, ValueError, "clip_grad_norm must be a positive finite.*got 0"),
+        ({"clip_grad_norm": -1.0}, ValueError, "got -1.0"),
+        ({"clip_grad_norm": float("inf")}, ValueError, "got inf"),
+        ({"clip_grad_norm": float("nan")}, ValueError, "got nan"),
+        ({"clip_grad_norm": "1"}, ValueError, "got '1'"),
+        ({"clip_grad_norm": True}, ValueError, "got True"),
+        ({"checkpoint": 3}, TypeError, "checkpoint must be a file path.*got int"),
+    ],
+    ids=["interval-name", "interval-without-scheduler", "plateau-without-val",
+         "plateau-per-batch", "clip-0", "clip-negative", "clip-inf", "clip-nan", "clip-str",
+         "clip-bool", "checkpoint-type"],
+)  # fmt: skip
+def test_fit_scheduler_clip_and_checkpoint_errors(kwargs, error, match):
+    x, y = _blobs()
+    model, loss_fn, optimizer = _setup()
+    with pytest.raises(error, match=match):
+        fit(model, loss_fn, optimizer, mininn.DataLoader(x, y, batch_size=32), epochs=1,
+            progress=False, **kwargs)  # fmt: skip
+
+
+def test_a_scheduler_of_another_optimizer_is_refused():
+    x, y = _blobs()
+    model, loss_fn, optimizer = _setup()
+    other = mininn.optim.SGD(make_mlp(2, [8], 2).parameters(), lr=0.1)
+    with pytest.raises(ValueError, match="scheduler sets the learning rate of another optimizer"):
+        fit(model, loss_fn, optimizer, mininn.DataLoader(x, y, batch_size=32), epochs=1,
+            scheduler=StepLR(other, step_size=1), progress=False)  # fmt: skip
