@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from mininn import activations, layers, losses
+from mininn._checkpoint import checkpoint_of_run
 from mininn._rng import default_rng
 from mininn.dataloader import DataLoader
 from mininn.module import Module, Sequential
@@ -33,7 +34,6 @@ from mininn.training import (
     Metric,
     _check_fit_options,
     _resolve_metric,
-    _resumable,
     run_epochs,
     scheduler_interval_of,
     steps_on_metric,
@@ -508,7 +508,7 @@ def _torch_checkpoint(path, model, loss_fn, optimizer, scheduler, loader, val_da
         loader.load_state_dict(state["loader"])
         torch.set_rng_state(torch.from_numpy(state["torch_generator"].copy()))
 
-    return _resumable(
+    return checkpoint_of_run(
         path, get_state, set_state, model=model, loss_fn=loss_fn, optimizer=optimizer,
         scheduler=scheduler, train_loader=loader, val_data=val_data, **arguments,
     )  # fmt: skip

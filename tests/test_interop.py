@@ -462,3 +462,14 @@ def test_fit_torch_refuses_a_checkpoint_of_another_setup(tmp_path):
         r"another setup \(.*weight_decay: 0 in the file, 0\.01 now.*delete",
     ):
         _fit_torch_run(path, weight_decay=0.01)  # fmt: skip
+
+
+def test_fit_torch_refuses_a_checkpoint_written_by_fit(tmp_path):
+    path = tmp_path / "run.npz"
+    x, y = classification_data(n=120, features=6, classes=4)
+    model, opt, _, _, _ = scheduled_setup("step")
+    fit(model, CrossEntropyLoss(), opt, DataLoader(x, y, batch_size=32), epochs=1,
+        checkpoint=path, progress=False)  # fmt: skip
+    with pytest.raises(ValueError, match=r"fit_torch: checkpoint .*run\.npz' was written by fit, "
+                       r"which trains another framework's model; delete"):  # fmt: skip
+        _fit_torch_run(path)
