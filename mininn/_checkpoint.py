@@ -26,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import math
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -68,6 +69,11 @@ def _canonical(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [_canonical(v) for v in value]
     return f"<{type(value).__name__}>"
+
+
+def _describe(transform: Any) -> str | None:
+    """``repr(transform)`` without memory addresses (a function's differs in each process)."""
+    return None if transform is None else re.sub(r" at 0x[0-9a-fA-F]+", "", repr(transform))
 
 
 def _model_fingerprint(named_modules: Any, state: Mapping[str, Any]) -> dict:
@@ -134,7 +140,7 @@ def _setup_fingerprint(*, model: dict, loss_fn: Any, train_loader: Any, val_data
             "batch_size": train_loader.batch_size,
             "shuffle": train_loader.shuffle,
             "drop_last": train_loader.drop_last,
-            "transform": None if train_loader.transform is None else repr(train_loader.transform),
+            "transform": _describe(train_loader.transform),
         },
         "fit": _canonical(arguments),
     }

@@ -274,3 +274,18 @@ def test_another_learning_rate_is_refused(tmp_path):
     with pytest.raises(ValueError, match=r"another setup \(optimizer\.param_groups\[0\]\.lr: "
                        r"0\.01 in the file, 0\.02 now\)"):  # fmt: skip
         _fit(path, scheduler="none", lr=0.02)
+
+
+def test_a_plain_function_as_transform_resumes(tmp_path):
+    # A function's repr holds its address, which differs in a new process (here: a new
+    # function object); the fingerprint must not depend on it.
+    def run(path, **kwargs):
+        model, opt, loader, sched, val = _setup("step")
+        loader.transform = lambda batch: batch[:, ::-1].copy()
+        return _fit(path, objects=(model, opt, loader, sched, val), **kwargs)
+
+    expected = run(tmp_path / "uninterrupted.npz")
+    _STATE_AFTER[id(expected)] = mininn.default_rng().bit_generator.state
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path / "run.npz", stop_after=3)
+    _assert_same_run(run(tmp_path / "run.npz"), expected)
