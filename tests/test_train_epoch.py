@@ -82,3 +82,28 @@ def test_train_epoch_skips_the_input_gradient_of_a_sequential(rng, monkeypatch):
     monkeypatch.setattr(Sequential, "backward", spy)
     train_epoch(model, CrossEntropyLoss(), SGD(model.parameters()), DataLoader(x, y, batch_size=8))
     assert returned == [None, None, None]  # 3 batches, no dL/dx computed
+
+
+def test_train_epoch_clips_before_the_step_and_steps_the_scheduler_after_it(rng):
+    from mininn.optim.lr_scheduler import StepLR
+    from mininn.utils import clip_grad_norm_
+
+    x, y = _data(rng)
+    model, reference = _mlp(), _mlp()
+    reference.load_state_dict(model.state_dict())
+    optimizer = SGD(model.parameters(), lr=0.5)
+    reference_optimizer = SGD(reference.parameters(), lr=0.5)
+    scheduler = StepLR(optimizer, step_size=1, gamma=0.5)
+    loss_fn = CrossEntropyLoss()
+    train_epoch(model, loss_fn, optimizer, DataLoader(x, y, batch_size=8), clip_grad_norm=0.1,
+                scheduler=scheduler)  # fmt: skip
+    for step, start in enumerate(range(0, 20, 8)):  # lr 0.5, 0.25, 0.125: halved after a step
+        reference_optimizer.param_groups[0]["lr"] = 0.5 * 0.5**step
+        reference_optimizer.zero_grad()
+        loss_fn(reference(x[start : start + 8]), y[start : start + 8])
+        reference.backward(loss_fn.backward())
+        assert clip_grad_norm_(reference.parameters(), 0.1) > 0.1  # clipping does act
+        reference_optimizer.step()
+    assert scheduler.last_epoch == 3 and optimizer.param_groups[0]["lr"] == 0.5 * 0.5**3
+    for actual, expected in zip(model.parameters(), reference.parameters(), strict=True):
+        np.testing.assert_array_equal(actual.data, expected.data)
