@@ -400,37 +400,28 @@ def train_trial(config: dict[str, Any], *, data: tuple[np.ndarray, ...], setup: 
                 shuffle=True,
                 seed=train_p["seed"],
             )
+            # fit writes its checkpoint after every epoch and continues from it; Tune
+            # keeps a copy of each in the sweep's storage and hands the last one back
+            # to a retried trial, on whichever node it lands.
+            fit_file = workdir / CHECKPOINT_FILE
             checkpoint = ray.tune.get_checkpoint()
             if checkpoint is not None:
                 with checkpoint.as_directory() as folder:
-                    state = mininn.load(Path(folder) / CHECKPOINT_FILE)
-                model.load_state_dict(state["model"])
-                optimizer.load_state_dict(state["optimizer"])
-                loader.load_state_dict(state["loader"])
-                restored_from = int(state["epoch"])
+                    shutil.copyfile(Path(folder) / CHECKPOINT_FILE, fit_file)
+                restored_from = int(mininn.load(fit_file)["epoch"])
             last = {"epoch": restored_from}
 
             def report(row: dict[str, float]) -> None:
-                epoch = restored_from + int(row["epoch"])
-                last["epoch"] = epoch
-                state = {
-                    "model": model.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "loader": loader.state_dict(),
-                    "epoch": epoch,
-                }
+                epoch = last["epoch"] = int(row["epoch"])
                 folder = workdir / f"epoch-{epoch}"
                 folder.mkdir()
-                mininn.save(state, folder / CHECKPOINT_FILE)
-                metrics = {
-                    **row,
-                    "epoch": epoch,
-                    "restored_from": restored_from,
-                    "diverged": False,
-                    **common_metrics,
-                }
-                # report() persists the folder to the sweep's storage before it returns
-                ray.tune.report(metrics, checkpoint=ray.tune.Checkpoint.from_directory(folder))
+                shutil.copyfile(fit_file, folder / CHECKPOINT_FILE)  # this epoch's, fit wrote it
+                metrics = {**row, "restored_from": restored_from, "diverged": False}
+                # report() copies the folder to the sweep's storage before it returns
+                ray.tune.report(
+                    {**metrics, **common_metrics},
+                    checkpoint=ray.tune.Checkpoint.from_directory(folder),
+                )
                 shutil.rmtree(folder, ignore_errors=True)
                 _maybe_crash(epoch)
 
@@ -440,11 +431,12 @@ def train_trial(config: dict[str, Any], *, data: tuple[np.ndarray, ...], setup: 
                     mininn.CrossEntropyLoss(),
                     optimizer,
                     loader,
-                    epochs=setup["epochs"] - restored_from,
+                    epochs=setup["epochs"],
                     val_data=(x_val, y_val),
                     metric="accuracy",
                     progress=False,
                     on_epoch_end=report,
+                    checkpoint=fit_file,
                 )
             except FloatingPointError:
                 nan = float("nan")
@@ -837,8 +829,8 @@ def write_outputs(out: Path, trials, history, p: Mapping[str, Any], best: int, t
     row = trials.loc[best]
     best_values = best_params({name: _plain(row[name]) for name in p["space"]})
     texts = {
-        "trials.csv": trials.to_csv(index=False, float_format="%.17g"),
-        "history.csv": history.to_csv(index=False, float_format="%.17g"),
+        "trials.csv": trials.to_csv(index=False),
+        "history.csv": history.to_csv(index=False),
         "best_params.json": json.dumps(best_values, indent=2, sort_keys=True) + "\n",
         "metrics.json": json.dumps(
             {

@@ -210,6 +210,28 @@ def test_malformed_ray_address(address):
 # ------------------------------------------------------------------ a real sweep
 
 
+def uninterrupted_val_losses(prepared: Path, params: Path, lr: float, epochs: int) -> list[float]:
+    """The validation loss per epoch of one trial's training, run here in one go."""
+    from threadpoolctl import threadpool_limits
+
+    import mininn
+    from mininn.training import fit
+    from pipeline import train
+
+    model_p, train_p = train.model_params(params), train.train_params(params)
+    train_p["lr"] = lr
+    x, y, x_val, y_val = tune.read_data(prepared, train_p["dtype"])
+    with threadpool_limits(1):  # as in a trial: BLAS threads change float32 roundings
+        mininn.manual_seed(train_p["seed"])
+        model = train.build("mnist", model_p, train_p["dtype"])
+        optimizer = train.build_optimizer(model, train_p)
+        loader = mininn.DataLoader(x, y, batch_size=train_p["batch_size"], shuffle=True,
+                                   seed=train_p["seed"])  # fmt: skip
+        history = fit(model, mininn.CrossEntropyLoss(), optimizer, loader, epochs=epochs,
+                      val_data=(x_val, y_val), metric="accuracy", progress=False)  # fmt: skip
+    return history.column("val_loss")
+
+
 @pytest.mark.slow
 def test_sweep_on_local_ray(tmp_path, monkeypatch, capsys):
     """4 trials x 3 epochs, 2 at a time, on a local Ray with 2 CPUs; one worker dies once."""
@@ -253,6 +275,10 @@ def test_sweep_on_local_ray(tmp_path, monkeypatch, capsys):
     assert len(restored) == 1
     assert restored["restored_from"].item() == 2 and restored["epochs"].item() == 3
     assert len(str(restored["pids"].item()).split(";")) == 2
+    # ... and its epochs are those of an uninterrupted run, bit for bit (same machine)
+    lr = restored["train.lr"].item()
+    resumed = history[history["trial_id"] == restored["trial_id"].item()]
+    assert resumed["val_loss"].tolist() == uninterrupted_val_losses(prepared, params, lr, 3)
     # the best configuration written is the trained-to-the-end trial with the best final
     # val_accuracy (a trial stopped by ASHA was judged at an earlier epoch)
     full = trials[trials["epochs"] == 3]
