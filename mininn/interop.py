@@ -8,14 +8,16 @@ makes the copy a plain ``load_state_dict`` in each direction.
 :func:`fit_torch` is :func:`mininn.training.fit` step for step, written with
 ``torch.autograd``: given the twin of a model, the twin of its optimizer and the
 same :class:`~mininn.DataLoader`, it sees the same batches in the same order and
-returns the same :class:`~mininn.training.History`. Without Dropout, the two runs
-then differ by floating-point rounding only; Dropout masks come from each
-framework's own generator, so with Dropout the difference is statistical.
+returns the same :class:`~mininn.training.History`. Built with
+``to_torch(model, dropout="mininn")``, the twin's Dropout layers draw their masks
+from NumPy exactly as mininn's Dropout does (the same generator stream, in the same
+order), so even with Dropout the two runs differ by floating-point rounding only.
 """
 
 from __future__ import annotations
 
 import collections
+import functools
 import inspect
 import math
 import os
@@ -25,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from mininn import activations, layers, losses
-from mininn._checkpoint import checkpoint_of_run
+from mininn._checkpoint import checkpoint_of_run, module_generators
 from mininn._rng import default_rng
 from mininn.dataloader import DataLoader
 from mininn.module import Module, Sequential
@@ -38,6 +40,7 @@ from mininn.training import (
     scheduler_interval_of,
     steps_on_metric,
 )
+from mininn.transforms import _generator_state, _set_generator_state
 
 __all__ = [
     "fit_torch",
@@ -98,14 +101,63 @@ def _rebuild(layer: Any, classes: Callable[[str], Any], sequential: Callable[[li
     return classes(name)(*args, **kwargs)
 
 
-def _torch_layer(layer: Module, torch: Any) -> Any:
+def _copy_generator(rng: np.random.Generator) -> np.random.Generator:
+    """An independent generator in the same state: it draws what ``rng`` would draw next."""
+    bit_generator = type(rng.bit_generator)()
+    bit_generator.state = rng.bit_generator.state
+    return np.random.Generator(bit_generator)
+
+
+@functools.cache
+def _twin_dropout_class(torch: Any) -> type:
+    class TwinDropout(torch.nn.Dropout):
+        """``torch.nn.Dropout`` whose masks come from a NumPy generator, drawn as
+        :class:`mininn.Dropout` draws them: keep = U[0, 1) >= p, in the input's dtype,
+        scaled by 1 / (1 - p). Autograd gives the backward, grad_input = grad * mask."""
+
+        def __init__(self, p: float, rng: np.random.Generator) -> None:
+            super().__init__(p)
+            self.rng = rng
+
+        def forward(self, x: Any) -> Any:
+            if not self.training or self.p == 0:
+                return x
+            if self.p == 1:
+                return torch.zeros_like(x)
+            dtype = np.float64 if x.dtype == torch.float64 else np.float32
+            mask = (self.rng.random(tuple(x.shape), dtype=dtype) >= self.p).astype(dtype)
+            mask *= 1.0 / (1.0 - self.p)  # the same float operation as mininn.Dropout
+            return x * torch.from_numpy(mask)
+
+    return TwinDropout
+
+
+def _torch_layer(layer: Module, torch: Any, dropout: str) -> Any:
     def sequential(children: list) -> Any:
         return torch.nn.Sequential(*children)
 
-    return _rebuild(layer, lambda name: getattr(torch.nn, name), sequential, "to_torch", "PyTorch")
+    twin = _rebuild(layer, lambda name: getattr(torch.nn, name), sequential, "to_torch", "PyTorch")
+    if dropout == "mininn":
+        package = None  # one copy of the package generator, shared in draw order
+        for name, mine in layer.named_modules():
+            if not isinstance(mine, layers.Dropout):
+                continue
+            if mine._rng is None:
+                if package is None:
+                    package = _copy_generator(default_rng())
+                rng = package
+            else:
+                rng = _copy_generator(mine._rng)
+            replacement = _twin_dropout_class(torch)(mine.p, rng)
+            if name:
+                parent_name, _, child = name.rpartition(".")
+                twin.get_submodule(parent_name).register_module(child, replacement)
+            else:
+                twin = replacement
+    return twin
 
 
-def to_torch(model: Module) -> Any:
+def to_torch(model: Module, *, dropout: str = "torch") -> Any:
     """Build the PyTorch twin of ``model``, with a copy of its weights and buffers.
 
     The twin owns its tensors: training one does not change the other.
@@ -113,12 +165,22 @@ def to_torch(model: Module) -> Any:
     Args:
         model: a Sequential (possibly nested) of Linear, BatchNorm1d, Dropout,
             Identity, ReLU, LeakyReLU, Sigmoid, Tanh, Softmax; or one such layer.
+        dropout: where the twin's Dropout masks come from. ``"torch"``:
+            ``torch.nn.Dropout`` and PyTorch's generator. ``"mininn"``: a
+            ``torch.nn.Dropout`` subclass that draws each mask from NumPy exactly
+            as :class:`mininn.Dropout` does, from a copy, taken now, of the
+            generator the mininn layer uses (its own ``rng``, or the package
+            generator of :func:`mininn.manual_seed`, one copy shared by all such
+            layers in call order). Trained on the same batches, the twin then
+            applies the same masks, step by step, as ``model`` would from here on.
+            Default: ``"torch"``.
     Returns:
         A ``torch.nn.Module`` of the same structure, state-dict keys, dtype
         (float32 → torch.float32, float64 → torch.float64) and training mode.
     Raises:
         ImportError: PyTorch is not installed (the message says how to install it).
         TypeError: a layer has no PyTorch equivalent.
+        ValueError: ``dropout`` is not ``"torch"`` or ``"mininn"``.
     Example:
         >>> import pytest; torch = pytest.importorskip("torch")
         >>> from mininn.models import make_mlp
@@ -127,8 +189,13 @@ def to_torch(model: Module) -> Any:
         >>> list(twin.state_dict()) == list(model.state_dict()), twin[0].weight.dtype
         (True, torch.float64)
     """
+    if dropout not in ("torch", "mininn"):
+        raise ValueError(
+            f"to_torch: dropout must be 'torch' or 'mininn', got {dropout!r}; 'mininn' "
+            "makes the twin draw the same Dropout masks as the mininn model"
+        )
     torch = _torch()
-    twin = _torch_layer(model, torch)
+    twin = _torch_layer(model, torch, dropout)
     state = model.state_dict()
     dtype = next((v.dtype for v in state.values() if v.dtype.kind == "f"), np.float32)
     twin = twin.to(torch.float64 if dtype == np.float64 else torch.float32)
@@ -498,6 +565,9 @@ def _torch_checkpoint(path, model, loss_fn, optimizer, scheduler, loader, val_da
                 scheduler.state_dict(), torch),
             "loader": loader.state_dict(),
             "torch_generator": torch.get_rng_state().numpy().copy(),
+            "module_generators": {  # the NumPy generators of to_torch(..., dropout="mininn")
+                name: _generator_state(rng) for name, rng in module_generators(model).items()
+            },
         }  # fmt: skip
 
     def set_state(state: dict) -> None:
@@ -507,6 +577,9 @@ def _torch_checkpoint(path, model, loss_fn, optimizer, scheduler, loader, val_da
             scheduler.load_state_dict(_numpy_to_tensors(state["scheduler"], torch))
         loader.load_state_dict(state["loader"])
         torch.set_rng_state(torch.from_numpy(state["torch_generator"].copy()))
+        generators = module_generators(model)
+        for name, rng_state in state["module_generators"].items():
+            _set_generator_state(generators[name], rng_state, f"fit_torch: {name}")
 
     return checkpoint_of_run(
         path, get_state, set_state, model=model, loss_fn=loss_fn, optimizer=optimizer,

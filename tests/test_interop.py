@@ -298,9 +298,18 @@ def test_fit_torch_history_equals_fit(dtype):
     # Linear before it (see the acceptance test): in float32 that moves the val loss
     # by ~1e-3 relative; in float64 the noise is below Adam's eps and stays invisible.
     val_rtol = {np.float64: 1e-9, np.float32: 1e-2}[dtype]
-    for column in ("val_loss", "val_accuracy"):
-        np.testing.assert_allclose(ours.column(column), theirs.column(column), rtol=val_rtol)
-    assert ours.best_epoch == theirs.best_epoch
+    np.testing.assert_allclose(ours.column("val_loss"), theirs.column("val_loss"), rtol=val_rtol)
+    if dtype == np.float64:
+        np.testing.assert_array_equal(ours.column("val_accuracy"), theirs.column("val_accuracy"))
+        assert ours.best_epoch == theirs.best_epoch
+    else:
+        # float32 rounding differs by BLAS kernel (CPU): a prediction near a tie may
+        # flip, moving an accuracy over 40 samples by 1/40. Allow one flip per epoch.
+        # The best epoch is an argmin over val losses that rounding can reorder, so it
+        # is not compared across frameworks in float32.
+        np.testing.assert_allclose(
+            ours.column("val_accuracy"), theirs.column("val_accuracy"), rtol=0, atol=1 / 40
+        )
 
 
 def test_fit_torch_early_stopping_matches_fit():
@@ -314,11 +323,78 @@ def test_fit_torch_early_stopping_matches_fit():
         np.testing.assert_allclose(value, final[key].numpy(), rtol=1e-9, atol=1e-12, err_msg=key)
 
 
-def test_fit_torch_with_dropout_differs_only_statistically():
+def test_fit_torch_with_torch_dropout_differs_only_statistically():
     ours, theirs, _, _ = fit_both(np.float64, dropout=0.3)
     # Different masks: the first step already differs, but the losses stay comparable.
     assert ours.step_losses[0] != theirs.step_losses[0]
     np.testing.assert_allclose(ours.step_losses, theirs.step_losses, rtol=0.5)
+
+
+def _recipe_runs(dropout_source, dtype=np.float64, epochs=4):
+    """The pipeline's default recipe on both frameworks: BatchNorm, Dropout, AdamW,
+    OneCycleLR (PyTorch's own class on the twin), label smoothing, clipping, RandomCrop
+    and RandomHorizontalFlip through the DataLoader. 25 batches an epoch."""
+    from mininn.transforms import Compose, RandomCrop, RandomHorizontalFlip
+
+    x, y = classification_data(n=400, features=64, classes=10, dtype=dtype)
+    val = classification_data(n=60, features=64, classes=10, dtype=dtype, seed=8)
+    mininn.manual_seed(5)
+    model = make_mlp(64, [32, 16], 10, batch_norm=True, dropout=0.3, dtype=dtype)
+    twin = to_torch(model, dropout=dropout_source)
+
+    def loader():
+        augment = Compose([RandomCrop(8, padding=1, image_shape=(8, 8), seed=21),
+                           RandomHorizontalFlip(0.5, image_shape=(8, 8), seed=22)])  # fmt: skip
+        return DataLoader(x, y, batch_size=16, shuffle=True, seed=3, transform=augment)
+
+    opt = optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.01)
+    twin_opt = torch.optim.AdamW(twin.parameters(), lr=3e-3, weight_decay=0.01)
+    scheduler = OneCycleLR(opt, max_lr=3e-3, epochs=epochs, steps_per_epoch=25)
+    twin_scheduler = torch.optim.lr_scheduler.OneCycleLR(twin_opt, max_lr=3e-3, epochs=epochs,
+                                                         steps_per_epoch=25)  # fmt: skip
+    kwargs = dict(epochs=epochs, val_data=val, metric="accuracy", clip_grad_norm=1.0,
+                  progress=False)  # fmt: skip
+    theirs = fit_torch(twin, torch.nn.CrossEntropyLoss(label_smoothing=0.1), twin_opt, loader(),
+                       scheduler=twin_scheduler, **kwargs)  # fmt: skip
+    ours = fit(model, CrossEntropyLoss(label_smoothing=0.1), opt, loader(), scheduler=scheduler,
+               **kwargs)  # fmt: skip
+    return ours, theirs, model, twin
+
+
+def test_exact_twin_with_dropout_and_the_whole_recipe_float64():
+    ours, theirs, model, twin = _recipe_runs("mininn")
+    assert len(ours.step_losses) == len(theirs.step_losses) == 100
+    np.testing.assert_allclose(ours.step_losses, theirs.step_losses, rtol=1e-9, atol=0)
+    np.testing.assert_allclose(ours.column("val_loss"), theirs.column("val_loss"), rtol=1e-9)
+    final = twin.state_dict()
+    for key, value in model.state_dict().items():
+        np.testing.assert_allclose(value, final[key].numpy(), rtol=1e-7, atol=1e-9, err_msg=key)
+
+
+def test_exact_twin_needs_the_shared_masks():
+    # The same recipe with PyTorch's own Dropout: the losses part at the first step.
+    ours, theirs, _, _ = _recipe_runs("torch", epochs=1)
+    assert abs(ours.step_losses[0] - theirs.step_losses[0]) > 1e-6 * abs(ours.step_losses[0])
+
+
+def test_twin_dropout_masks_equal_mininn_masks():
+    x = np.random.default_rng(0).normal(size=(50, 12))
+    mininn.manual_seed(3)
+    model = Sequential(Linear(12, 12, dtype="float64"), Dropout(0.4),
+                       Linear(12, 12, dtype="float64"), Dropout(0.2, rng=7))  # fmt: skip
+    twin = to_torch(model, dropout="mininn")
+    for _ in range(3):  # the stream continues in the same order, call after call
+        ours, theirs = model(x), twin(torch.from_numpy(x)).detach().numpy()
+        np.testing.assert_array_equal(ours == 0, theirs == 0)  # the same zeros
+        np.testing.assert_allclose(theirs, ours, rtol=1e-12, atol=1e-15)
+    twin.eval()
+    np.testing.assert_allclose(twin(torch.from_numpy(x)).detach().numpy(), model.eval()(x),
+                               rtol=1e-12, atol=1e-15)  # fmt: skip
+
+
+def test_to_torch_bad_dropout_source_raises():
+    with pytest.raises(ValueError, match="dropout must be 'torch' or 'mininn'"):
+        to_torch(Dropout(0.5), dropout="numpy")
 
 
 def test_fit_torch_nan_loss_raises():
