@@ -737,7 +737,9 @@ def _error_line(error: BaseException) -> str:
     """The line of a worker's traceback that names the exception, e.g. ``KeyError: 'x'``."""
     lines = [line.strip() for line in str(error).splitlines() if line.strip()]
     named = [line for line in lines if re.match(r"^[\w.]+(Error|Exception|Exit): ", line)]
-    return (named or lines or [type(error).__name__])[-1][:300]
+    if named:
+        return named[-1][:300]
+    return f"{type(error).__name__}: {lines[0] if lines else ''}"[:300]
 
 
 def _plain(value: Any) -> Any:

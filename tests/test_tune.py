@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import socket
+import subprocess
 import sys
 from pathlib import Path
 
@@ -201,6 +202,23 @@ def test_unreachable_ray_address_names_it_and_the_fix(tmp_path, monkeypatch, cap
     assert not (tmp_path / "out").exists()
 
 
+def test_library_and_stage_import_without_ray():
+    code = "import sys, mininn, pipeline.tune; print(sorted(m for m in sys.modules if m == 'ray'))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          cwd=common.PROJECT_ROOT, check=True)  # fmt: skip
+    assert done.stdout.strip() == "[]"
+
+
+def test_failed_trial_is_named_by_its_exception():
+    class ActorDiedError(Exception):
+        pass
+
+    worker = RuntimeError("Traceback (most recent call last):\n  File x\nKeyError: 'lr'\n")
+    assert tune._error_line(worker) == "KeyError: 'lr'"
+    died = ActorDiedError("The actor died unexpectedly.\n\tpid: 3\nThe actor is dead because")
+    assert tune._error_line(died) == "ActorDiedError: The actor died unexpectedly."
+
+
 @pytest.mark.parametrize("address", ["localhost", "10.0.0.1:port", "ray://host"])
 def test_malformed_ray_address(address):
     with pytest.raises(StageError, match=r"RAY_ADDRESS=.*expected host:port"):
@@ -291,3 +309,43 @@ def test_sweep_on_local_ray(tmp_path, monkeypatch, capsys):
     assert (out / "sweep.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert sorted(p.name for p in out.iterdir()) == sorted(tune.OUTPUTS)
     assert np.isfinite(history["val_loss"]).all()
+
+
+@pytest.mark.slow
+def test_failed_sweep_resumes_with_tuner_restore(tmp_path, monkeypatch, capsys):
+    """A sweep whose trial failed for good writes nothing; the same command again resumes
+    the experiment (Tuner.restore): the failed trial continues from its checkpoint and the
+    finished one is not trained again."""
+    pytest.importorskip("ray.tune")
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    marker = tmp_path / "crashed"
+    monkeypatch.setenv(tune.CRASH_EPOCH_ENV, "2")
+    monkeypatch.setenv(tune.CRASH_MARKER_ENV, str(marker))
+    prepared = write_prepared(tmp_path / "prepared" / "mnist", 300, 100, 10)
+    params = write_params(
+        tmp_path / "params.yaml", dataset="mnist", num_samples=1, max_concurrent_trials=2,
+        num_cpus=2, epochs=3, asha={"grace_period": 3, "reduction_factor": 2}, max_failures=0,
+        space={"train": {"lr": {"grid": [0.02, 0.01]}}},
+    )  # fmt: skip
+    out = tmp_path / "out"
+    argv = ["--prepared", str(prepared.parent), "--out", str(out), "--params", str(params),
+            "--storage", str(tmp_path / "storage")]  # fmt: skip
+
+    assert common.run_stage(tune.main, argv) == 1
+    err = capsys.readouterr().err
+    assert "error: tune: 1 of 2 trials failed for good" in err and "run again" in err
+    assert marker.exists() and not out.exists()
+
+    assert common.run_stage(tune.main, argv) == 0  # the marker keeps the trial alive now
+    err = capsys.readouterr().err
+    assert "resuming the interrupted sweep" in err
+
+    import pandas as pd
+
+    trials = pd.read_csv(out / "trials.csv")
+    assert len(trials) == 2 and (trials["epochs"] == 3).all()
+    assert sorted(trials["restored_from"]) == [0, 2]
+    finished = trials[trials["restored_from"] == 0]
+    assert len(str(finished["pids"].item()).split(";")) == 1  # trained once, in one process
+    history = pd.read_csv(out / "history.csv")
+    assert sorted(history.groupby("trial_id")["epoch"].apply(list)) == [[1, 2, 3]] * 2
