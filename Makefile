@@ -18,7 +18,10 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml
 
 setup: $(VENV)/.installed
 
+# check_params.py first: DVC itself reads `datasets:` and, on an empty or broken
+# params.yaml, fails with a message about dvc.yaml instead.
 repro: setup
+	$(BIN)/python pipeline/check_params.py
 	$(BIN)/dvc repro
 
 test: setup

@@ -19,6 +19,7 @@ defaults) and saves ``binary_classification.png`` (the training curve) in ``--ou
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +34,22 @@ def positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def seed(text: str) -> int:
+    """argparse type: an integer in [0, 2**32 - 1], as NumPy's generators take."""
+    value = int(text)
+    if not 0 <= value < 2**32:
+        raise argparse.ArgumentTypeError(f"expected an integer in [0, 2**32 - 1], got {value}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """argparse type: a finite number > 0 (a learning rate)."""
+    value = float(text)
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text}")
     return value
 
 
@@ -77,11 +94,14 @@ def save_figure(path: Path, train_losses: list[float], test_losses: list[float])
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,  # --help shows the defaults
+    )
     parser.add_argument("--epochs", type=positive_int, default=30, help="passes over the data")
-    parser.add_argument("--seed", type=int, default=0, help="split, weights and batch order")
-    parser.add_argument("--lr", type=float, default=1e-2, help="Adam's learning rate")
-    parser.add_argument("--batch-size", type=positive_int, default=32)
+    parser.add_argument("--seed", type=seed, default=0, help="split, weights and batch order")
+    parser.add_argument("--lr", type=positive_float, default=1e-2, help="Adam's learning rate")
+    parser.add_argument("--batch-size", type=positive_int, default=32, help="samples per step")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="folder for the figure")
     args = parser.parse_args(argv)
 

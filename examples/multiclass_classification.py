@@ -24,6 +24,7 @@ Without any data source it prints where it looked and exits with status 1.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from pathlib import Path
 
@@ -40,6 +41,22 @@ def positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def seed(text: str) -> int:
+    """argparse type: an integer in [0, 2**32 - 1], as NumPy's generators take."""
+    value = int(text)
+    if not 0 <= value < 2**32:
+        raise argparse.ArgumentTypeError(f"expected an integer in [0, 2**32 - 1], got {value}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """argparse type: a finite number > 0 (a learning rate)."""
+    value = float(text)
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text}")
     return value
 
 
@@ -98,11 +115,14 @@ def save_figure(path: Path, history: mininn.training.History) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,  # --help shows the defaults
+    )
     parser.add_argument("--epochs", type=positive_int, default=5, help="passes over the data")
-    parser.add_argument("--seed", type=int, default=0, help="weights and batch order")
-    parser.add_argument("--lr", type=float, default=3e-3, help="Adam's learning rate")
-    parser.add_argument("--batch-size", type=positive_int, default=512)
+    parser.add_argument("--seed", type=seed, default=0, help="weights and batch order")
+    parser.add_argument("--lr", type=positive_float, default=3e-3, help="Adam's learning rate")
+    parser.add_argument("--batch-size", type=positive_int, default=512, help="samples per step")
     parser.add_argument(
         "--val-size",
         type=positive_int,
@@ -114,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
         "--data-dir",
         type=Path,
         default=None,
-        help="cache of the IDX files (default: <out>/data/mnist)",
+        help="cache of the IDX files; None: <out>/data/mnist",
     )
     args = parser.parse_args(argv)
 

@@ -21,6 +21,7 @@ It saves ``regression.png`` (training curve and predicted vs true) in ``--out``.
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +36,30 @@ def positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def seed(text: str) -> int:
+    """argparse type: an integer in [0, 2**32 - 1], as NumPy's generators take."""
+    value = int(text)
+    if not 0 <= value < 2**32:
+        raise argparse.ArgumentTypeError(f"expected an integer in [0, 2**32 - 1], got {value}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """argparse type: a finite number > 0 (a learning rate)."""
+    value = float(text)
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text}")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    """argparse type: a finite number >= 0 (a weight decay)."""
+    value = float(text)
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text}")
     return value
 
 
@@ -65,12 +90,17 @@ def save_figure(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,  # --help shows the defaults
+    )
     parser.add_argument("--epochs", type=positive_int, default=60, help="passes over the data")
-    parser.add_argument("--seed", type=int, default=0, help="split, weights and batch order")
-    parser.add_argument("--lr", type=float, default=1e-3, help="Adam's learning rate")
-    parser.add_argument("--batch-size", type=positive_int, default=16)
-    parser.add_argument("--weight-decay", type=float, default=0.1, help="Adam's L2 penalty")
+    parser.add_argument("--seed", type=seed, default=0, help="split, weights and batch order")
+    parser.add_argument("--lr", type=positive_float, default=1e-3, help="Adam's learning rate")
+    parser.add_argument("--batch-size", type=positive_int, default=16, help="samples per step")
+    parser.add_argument(
+        "--weight-decay", type=non_negative_float, default=0.1, help="Adam's L2 penalty"
+    )
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="folder for the figure")
     args = parser.parse_args(argv)
 

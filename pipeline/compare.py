@@ -7,8 +7,9 @@ Inputs, per dataset D: ``reports/D/metrics.json`` and ``reports/D/history.csv``
 ``history.csv`` and ``steps.csv`` (baseline). Params: ``datasets``.
 Outputs in ``--out``: ``comparison.json`` (numeric metrics per dataset: both test
 accuracies and their difference, the largest per-epoch train/val loss differences
-and per-step relative loss difference, both training times and their ratio, the
-number of params keys where an ingested baseline differs), ``comparison.png``,
+and per-step relative loss difference, ``|a - b| / max(|a|, |b|)``, both training
+times and their ratio, the number of params keys where an ingested baseline
+differs; finite numbers only, so any JSON reader takes it), ``comparison.png``,
 ``comparison.md`` (the README's results table) and, per dataset,
 ``D/torch_metrics.json`` and ``D/torch_history.csv`` (overlaid with evaluate's files
 by dvc.yaml's plots).
@@ -24,6 +25,9 @@ from typing import Any
 
 if __package__ in (None, ""):  # run as a script (by DVC): make the project importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from pipeline.environment import ensure_environment
+
+    ensure_environment()  # the project's .venv if this Python lacks the packages
 
 import numpy as np
 
@@ -36,7 +40,19 @@ SUMMARY_KEYS = ("test_accuracy", "test_loss", "train_seconds", "epochs")
 
 def _max_abs_diff(a: Sequence[float], b: Sequence[float]) -> float:
     n = min(len(a), len(b))  # early stopping may end the two runs at different epochs
-    return float(np.max(np.abs(np.subtract(a[:n], b[:n])))) if n else float("nan")
+    return float(np.max(np.abs(np.subtract(a[:n], b[:n])))) if n else 0.0
+
+
+def max_relative_difference(a: Sequence[float], b: Sequence[float]) -> float:
+    """max_i |a_i - b_i| / max(|a_i|, |b_i|), a pair of zeros counting as 0.
+
+    Symmetric, in [0, 2], and finite for a loss of exactly 0 (dividing by ``|b_i|``
+    alone gives infinity there, which JSON cannot hold).
+    """
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    scale = np.maximum(np.abs(a), np.abs(b))
+    ratio = np.divide(np.abs(a - b), scale, out=np.zeros_like(scale), where=scale > 0)
+    return float(ratio.max(initial=0.0))
 
 
 def summarise(
@@ -45,18 +61,20 @@ def summarise(
     """One dataset's comparison: numeric scalars only (``dvc metrics show`` reads them)."""
     torch_metrics = baseline["metrics"]
     n = min(len(steps), len(baseline.get("steps", [])))
-    ours, theirs = np.asarray(steps[:n]), np.asarray(baseline.get("steps", [])[:n])
     summary = {
         "mininn": {k: metrics[k] for k in SUMMARY_KEYS},
         "pytorch": {k: torch_metrics[k] for k in SUMMARY_KEYS},
         "test_accuracy_diff": metrics["test_accuracy"] - torch_metrics["test_accuracy"],
         "max_train_loss_diff": _max_abs_diff(history["train_loss"], torch_history["train_loss"]),
         "max_val_loss_diff": _max_abs_diff(history["val_loss"], torch_history["val_loss"]),
+        # read_baseline checked that PyTorch's train_seconds is positive
         "time_ratio": metrics["train_seconds"] / torch_metrics["train_seconds"],
         "params_mismatch": len(baseline.get("params_mismatch", [])),
     }
     if n:  # an ingested baseline may have no per-step losses
-        summary["max_step_loss_rel_diff"] = float(np.max(np.abs(ours - theirs) / np.abs(theirs)))
+        summary["max_step_loss_rel_diff"] = max_relative_difference(
+            steps[:n], baseline["steps"][:n]
+        )
     return summary
 
 
@@ -104,7 +122,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     datasets = common.load_params("datasets", path=args.params)
     if not isinstance(datasets, list) or not datasets:
-        raise StageError(f"datasets: expected a non-empty list of dataset names, got {datasets!r}")
+        raise StageError(
+            f"params.yaml: datasets: expected a non-empty list of dataset names, got {datasets!r}"
+        )
+    for dataset in datasets:
+        common.check_dataset(dataset)
 
     summary, histories, notes, copies = {}, {}, [], {}
     for dataset in datasets:
@@ -115,6 +137,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         steps = plots.read_history(args.models / dataset / "steps.csv")["loss"]
         metrics = common.read_json(reports / "metrics.json")
+        missing = [k for k in SUMMARY_KEYS if not isinstance(metrics, dict) or k not in metrics]
+        if missing:
+            raise StageError(
+                f"{reports / 'metrics.json'}: missing {missing}; run `dvc repro evaluate@{dataset}`"
+            )
         summary[dataset] = summarise(metrics, history, steps, baseline, torch_history)
         histories[dataset] = {"mininn": history, "PyTorch": torch_history}
         copies[dataset] = (baseline["metrics"], (torch_dir / "history.csv").read_bytes())

@@ -16,11 +16,15 @@ from __future__ import annotations
 
 import argparse
 import sys
+import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 
 if __package__ in (None, ""):  # run as a script (by DVC): make the project importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from pipeline.environment import ensure_environment
+
+    ensure_environment()  # the project's .venv if this Python lacks the packages
 
 import numpy as np
 
@@ -30,7 +34,7 @@ from mininn.metrics import confusion_matrix
 from mininn.training import evaluate, predict
 from pipeline import common, plots
 from pipeline.common import StageError, run_stage
-from pipeline.train import build, model_params
+from pipeline.train import build, model_params, train_params
 
 
 def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, classes: Sequence[str]) -> dict:
@@ -50,27 +54,34 @@ def main(argv: Sequence[str] | None = None) -> int:
     from sklearn.metrics import classification_report
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--dataset", required=True, choices=sorted(DATASETS))
+    parser.add_argument("--dataset", required=True, help="a name from params.yaml's datasets")
     parser.add_argument("--prepared", required=True, type=Path, help="prepare's output folder")
     parser.add_argument("--model", required=True, type=Path, help="train's output folder")
     parser.add_argument("--out", required=True, type=Path, help="report folder to write")
     parser.add_argument("--params", type=Path, default=common.PARAMS_FILE)
     args = parser.parse_args(argv)
-    classes = DATASETS[args.dataset].classes
-    dtype = common.load_params("train", ["dtype"], args.params)["dtype"]
-    common.check_choice(dtype, "train.dtype", ["float32", "float64"])
+    info = common.check_dataset(args.dataset, DATASETS)
+    classes = info.classes
+    dtype = train_params(args.params)["dtype"]  # the whole section checked, as train does
 
     model = build(args.dataset, model_params(args.params), dtype)
+    model_file = args.model / "model.npz"
     try:
-        model.load_state_dict(mininn.load(args.model / "model.npz"))
-    except (FileNotFoundError, ValueError, RuntimeError) as exc:
+        state = mininn.load(model_file)
+        model.load_state_dict(state)
+    except (OSError, ValueError, RuntimeError, KeyError, EOFError, zipfile.BadZipFile) as exc:
         raise StageError(
-            f"evaluate@{args.dataset}: cannot load {args.model / 'model.npz'} into the network "
+            f"evaluate@{args.dataset}: cannot load {model_file} into the network "
             f"of params.yaml's model: section ({exc}); run `dvc repro train@{args.dataset}`"
         ) from exc
+    if not all(np.all(np.isfinite(v)) for v in state.values() if np.asarray(v).dtype.kind == "f"):
+        raise StageError(
+            f"evaluate@{args.dataset}: {model_file} holds NaN or infinite weights (a diverged "
+            f"training); run `dvc repro train@{args.dataset}`"
+        )
     history = plots.read_history(args.model / "history.csv")
-    x_test, y_test = common.read_prepared(args.prepared, "test", dtype)
-    x_val, y_val = common.read_prepared(args.prepared, "val", dtype)
+    x_test, y_test = common.read_prepared(args.prepared, "test", dtype, info.num_classes)
+    x_val, y_val = common.read_prepared(args.prepared, "val", dtype, info.num_classes)
 
     loss_fn = mininn.CrossEntropyLoss()
     logits = predict(model, x_test)

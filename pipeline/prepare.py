@@ -20,19 +20,34 @@ import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-
-import numpy as np
+from typing import Any
 
 if __package__ in (None, ""):  # run as a script (by DVC): make the project importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from pipeline.environment import ensure_environment
+
+    ensure_environment()  # the project's .venv if this Python lacks the packages
+
+import numpy as np
 
 from mininn.data import DATASETS, load_split
 from pipeline import common
 from pipeline.common import StageError, run_stage
 
 
-def validation_count(val_size: object, n_train: int, n_classes: int) -> int:
-    """Resolve ``prepare.val_size`` (fraction or count) to a count, checking its range."""
+def prepare_params(path: str | Path | None = None) -> dict[str, Any]:
+    """The ``prepare:`` section of params.yaml, every value checked (StageError naming the key).
+
+    ``val_size``'s range against the data is checked later, by :func:`validation_count`.
+    """
+    p = common.load_params("prepare", ["val_size", "seed"], path)
+    return {
+        "val_size": _check_val_size(p["val_size"]),
+        "seed": common.check_int(p["seed"], "prepare.seed", minimum=0, maximum=2**32 - 1),
+    }
+
+
+def _check_val_size(val_size: object) -> float | int:
     key = "prepare.val_size"
     allowed = "a fraction in (0, 1) or an integer count >= 1"
     if isinstance(val_size, str):
@@ -40,9 +55,17 @@ def validation_count(val_size: object, n_train: int, n_classes: int) -> int:
     if isinstance(val_size, float):
         if not 0.0 < val_size < 1.0:
             raise StageError(f"{key}: expected {allowed}, got {val_size!r}")
-        count = math.ceil(val_size * n_train)  # as train_test_split rounds a test fraction
     elif isinstance(val_size, bool) or not isinstance(val_size, int) or val_size < 1:
         raise StageError(f"{key}: expected {allowed}, got {val_size!r}")
+    return val_size
+
+
+def validation_count(val_size: object, n_train: int, n_classes: int) -> int:
+    """Resolve ``prepare.val_size`` (fraction or count) to a count, checking its range."""
+    key = "prepare.val_size"
+    val_size = _check_val_size(val_size)
+    if isinstance(val_size, float):
+        count = math.ceil(val_size * n_train)  # as train_test_split rounds a test fraction
     else:
         count = val_size
     if not n_classes <= count <= n_train - n_classes:
@@ -107,16 +130,16 @@ def samples_png(images: np.ndarray, labels: np.ndarray, classes: Sequence[str]) 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--dataset", required=True, choices=sorted(DATASETS))
+    parser.add_argument("--dataset", required=True, help="a name from params.yaml's datasets")
     parser.add_argument("--raw", required=True, type=Path, help="folder of the IDX files")
     parser.add_argument("--out", required=True, type=Path, help="prepared folder to write")
     parser.add_argument("--report", required=True, type=Path, help="report folder")
     parser.add_argument("--params", type=Path, default=common.PARAMS_FILE)
     args = parser.parse_args(argv)
-    info = DATASETS[args.dataset]
+    info = common.check_dataset(args.dataset, DATASETS)
 
-    params = common.load_params("prepare", ["val_size", "seed"], args.params)
-    seed = common.check_int(params["seed"], "prepare.seed", minimum=0, maximum=2**32 - 1)
+    params = prepare_params(args.params)
+    seed = params["seed"]
     try:
         x_full, y_full = load_split(args.raw, "train", info)
         x_test, y_test = load_split(args.raw, "test", info)

@@ -135,11 +135,27 @@ def test_missing_torch_gives_the_install_hint(prepared, tmp_path, monkeypatch):
     [
         pytest.param("baselines/x.json", "path template containing {dataset}", id="no-template"),
         pytest.param(3, "expected 'run' or a path template", id="not-a-string"),
+        pytest.param("baselines/{dataset}-{seed}.json",
+                     r"is not a path template with \{dataset\} as its only placeholder "
+                     r"\(KeyError: 'seed'\)", id="other-placeholder"),
+        pytest.param("elsewhere/{dataset}.json",
+                     r"baseline.source: elsewhere/fashion-mnist.json is outside baselines/, the "
+                     r"folder dvc.yaml tracks.*copy it into baselines/", id="outside"),
+        pytest.param("baselines/../{dataset}.json", "is outside baselines/", id="dot-dot"),
+        pytest.param("/tmp/{dataset}.json", "is outside baselines/", id="absolute"),
     ],
-)
+)  # fmt: skip
 def test_bad_source_is_rejected(prepared, tmp_path, source, message):
     params = write_params(tmp_path / "params.yaml", baseline={"source": source})
     with pytest.raises(StageError, match=message):
+        run_baseline(prepared, params, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_unknown_baseline_key_is_rejected(prepared, tmp_path):
+    params = write_params(tmp_path / "params.yaml", baseline={"sorce": "baselines/{dataset}.json"})
+    with pytest.raises(StageError, match=r"unknown key\(s\) baseline\.sorce; the keys of "
+                       r"'baseline:' are source, threads"):  # fmt: skip
         run_baseline(prepared, params, tmp_path / "out")
 
 
@@ -152,8 +168,9 @@ def ingest(run, tmp_path, mutate=None, **sections):
     data = json.loads((root / "models" / DATASET / "torch" / "baseline.json").read_text())
     if mutate is not None:
         mutate(data)
-    (tmp_path / f"{DATASET}.json").write_text(json.dumps(data), encoding="utf-8")
-    source = {"source": str(tmp_path / "{dataset}.json")}
+    (tmp_path / "baselines").mkdir(exist_ok=True)
+    (tmp_path / "baselines" / f"{DATASET}.json").write_text(json.dumps(data), encoding="utf-8")
+    source = {"source": "baselines/{dataset}.json"}  # relative to params.yaml's folder
     params = write_params(tmp_path / "params.yaml", baseline=source, **sections)
     run_baseline(tmp_path / "no-data-needed", params, tmp_path / "out")
     return tmp_path / "out"
@@ -204,6 +221,21 @@ MALFORMED = {
     "epochs-float": (_set(3.5, "metrics", "epochs"), "key 'metrics.epochs': expected an integer"),
     "steps": (_set([1.0, None], "steps"), r"key 'steps\[1\]': expected a finite number"),
     "environment": (_delete("environment", "threads"), r"'environment': missing \['threads'\]"),
+    "zero-seconds": (_set(0, "metrics", "train_seconds"),
+                     r"key 'metrics.train_seconds': expected a value in \(0.0, inf\], got 0"),
+    "accuracy>1": (_set(1.5, "metrics", "test_accuracy"),
+                   r"key 'metrics.test_accuracy': expected a value in \[0.0, 1.0\], got 1.5"),
+    "percent": (_set(91.0, "history", 2, "val_accuracy"),
+                r"key 'history\[2\].val_accuracy': expected a value in \[0.0, 1.0\]"),
+    "class>1": (_set(1.01, "metrics", "per_class_accuracy", "Bag"),
+                r"per_class_accuracy.Bag': expected a value in \[0.0, 1.0\]"),
+    "negative-loss": (_set(-0.1, "metrics", "test_loss"), r"'metrics.test_loss': expected a value"),
+    "negative-step": (_set([0.5, -1.0], "steps"), r"key 'steps\[1\]': expected a value in \[0.0"),
+    "epochs-vs-history": (_set(7, "metrics", "epochs"),
+                          "key 'metrics.epochs': expected 3, the number of epochs in 'history', "
+                          "got 7"),
+    "infinity": (_set(float("inf"), "metrics", "val_loss"),
+                 r"'metrics.val_loss': expected a finite number, got inf"),
 }  # fmt: skip
 
 
@@ -285,6 +317,56 @@ def test_compare_reports_a_params_mismatch(run, tmp_path):
         == 1
     )
     assert "other params: train.lr" in (tmp_path / "reports" / "comparison.md").read_text()
+
+
+def _copy_run(run, tmp_path, mutate):
+    """The run's compare inputs copied to tmp_path, baseline.json mutated; compare's argv."""
+    root, params = run
+    models, reports = tmp_path / "models" / DATASET, tmp_path / "reports" / DATASET
+    (models / "torch").mkdir(parents=True)
+    reports.mkdir(parents=True)
+    for name in ("steps.csv", "torch/history.csv", "torch/steps.csv"):
+        (models / name).write_bytes((root / "models" / DATASET / name).read_bytes())
+    for name in ("metrics.json", "history.csv"):
+        (reports / name).write_bytes((root / "reports" / DATASET / name).read_bytes())
+    data = json.loads((root / "models" / DATASET / "torch" / "baseline.json").read_text())
+    mutate(data)
+    (models / "torch" / "baseline.json").write_text(json.dumps(data))
+    return ["--out", str(tmp_path / "reports"), "--models", str(tmp_path / "models"),
+            "--params", str(params)]  # fmt: skip
+
+
+def test_compare_a_step_loss_of_zero_keeps_comparison_json_valid(run, tmp_path):
+    """Dividing by the PyTorch step loss alone gave Infinity, which is not JSON."""
+
+    def zero_loss(data):
+        data["steps"][0] = 0.0
+
+    assert compare.main(_copy_run(run, tmp_path, zero_loss)) == 0
+    text = (tmp_path / "reports" / "comparison.json").read_text()
+
+    def refuse(constant):
+        raise ValueError(f"not JSON: {constant}")
+
+    summary = json.loads(text, parse_constant=refuse)[DATASET]
+    assert summary["max_step_loss_rel_diff"] == 1.0  # |a - 0| / max(|a|, 0)
+
+
+def test_compare_zero_training_time_is_refused_before_anything_is_written(run, tmp_path):
+    argv = _copy_run(run, tmp_path, _set(0.0, "metrics", "train_seconds"))
+    with pytest.raises(StageError, match=r"'metrics.train_seconds': expected a value in \(0.0"):
+        compare.main(argv)
+    assert not (tmp_path / "reports" / "comparison.json").exists()
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "expected"),
+    [([1.0, 2.0], [1.0, 2.0], 0.0), ([0.0, 0.0], [0.0, 0.0], 0.0), ([1.0, 0.0], [1.0, 0.5], 1.0),
+     ([2.0], [1.0], 0.5), ([1e-3], [1.001e-3], 1e-3 / 1.001)],
+)  # fmt: skip
+def test_max_relative_difference(a, b, expected):
+    assert compare.max_relative_difference(a, b) == pytest.approx(expected, rel=1e-12)
+    assert compare.max_relative_difference(b, a) == pytest.approx(expected, rel=1e-12)
 
 
 def test_compare_missing_baseline_names_the_file(tmp_path):

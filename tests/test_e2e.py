@@ -31,8 +31,8 @@ from pipeline.common import PROJECT_ROOT
 
 pytestmark = pytest.mark.slow
 
-COPIED = ["mininn", "pipeline", "dvc.yaml", "params.yaml", ".dvcignore", ".dvc/config",
-          ".dvc/.gitignore", ".gitignore"]  # fmt: skip
+COPIED = ["mininn", "pipeline", "baselines", "dvc.yaml", "params.yaml", ".dvcignore",
+          ".dvc/config", ".dvc/.gitignore", ".gitignore"]  # fmt: skip
 SMALL = {
     "prepare": {"val_size": 60, "seed": 0},
     "model": {"hidden_sizes": [16], "activation": "relu", "batch_norm": True, "dropout": 0.0},
@@ -41,16 +41,26 @@ SMALL = {
 }
 
 
-def dvc(repo: Path, *args: str) -> str:
-    """Run ``dvc args`` in ``repo`` with the test's Python first on PATH; return stdout."""
+def dvc(repo: Path, *args: str, fails: bool = False) -> str:
+    """Run ``dvc args`` in ``repo`` with the test's Python first on PATH; return stdout
+    (stdout and stderr when ``fails``: then the command must fail)."""
     bin_dir = str(Path(sys.executable).parent)
     env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"}
     env.update(MININN_DATA_DIR=str(repo.parent / "mirror"), MPLBACKEND="Agg")
     result = subprocess.run(
         [str(Path(bin_dir) / "dvc"), *args], cwd=repo, env=env, capture_output=True, text=True
     )
-    assert result.returncode == 0, f"dvc {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}"
-    return result.stdout
+    output = f"{result.stdout}\n{result.stderr}"
+    assert (result.returncode != 0) == fails, f"dvc {' '.join(args)}: {result.returncode}\n{output}"
+    return output if fails else result.stdout
+
+
+def edit_params(repo: Path, section: str, **values) -> None:
+    """Set keys of one section of repo's params.yaml."""
+    path = repo / "params.yaml"
+    params = yaml.safe_load(path.read_text(encoding="utf-8"))
+    params[section].update(values)
+    path.write_text(yaml.safe_dump(params, sort_keys=False), encoding="utf-8")
 
 
 def git(repo: Path, *args: str) -> None:
@@ -115,3 +125,35 @@ def test_repro_then_experiment_shows_in_metrics_diff_and_status_is_clean(tmp_pat
     assert yaml.safe_load((repo / "params.yaml").read_text())["train"]["lr"] == 0.05
     status = dvc(repo, "status", *targets)
     assert "up to date" in status, status
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "experiment applied")
+    dataset = datasets[0]
+    metrics = repo / f"reports/{dataset}/metrics.json"
+    committed = metrics.read_bytes()
+
+    # A failed stage keeps the committed reports (persist: true), and says why in one line.
+    edit_params(repo, "model", hidden_sizes=[8])
+    output = dvc(repo, "repro", "--single-item", f"evaluate@{dataset}", fails=True)
+    assert f"error: evaluate@{dataset}: cannot load models/{dataset}/model.npz" in output
+    assert metrics.read_bytes() == committed
+    git(repo, "checkout", "params.yaml")
+
+    # A misspelt key changes the section the stage depends on: it reruns and refuses it.
+    edit_params(repo, "train", learning_rate=0.5)
+    assert f"train@{dataset}" in dvc(repo, "status", f"train@{dataset}")
+    output = dvc(repo, "repro", "--single-item", f"train@{dataset}", fails=True)
+    assert "error: " in output and "unknown key(s) train.learning_rate" in output, output
+    git(repo, "checkout", "params.yaml")
+    if not full:
+        return
+
+    # An ingested baseline file is a dependency: editing it makes the stage stale.
+    baseline = json.loads((repo / f"models/{dataset}/torch/baseline.json").read_text())
+    (repo / "baselines" / f"{dataset}.json").write_text(json.dumps(baseline), encoding="utf-8")
+    edit_params(repo, "baseline", source="baselines/{dataset}.json")
+    dvc(repo, "repro", "--single-item", f"baseline@{dataset}")
+    assert "up to date" in dvc(repo, "status", f"baseline@{dataset}")
+    baseline["environment"]["wall_seconds"] += 1.0
+    (repo / "baselines" / f"{dataset}.json").write_text(json.dumps(baseline), encoding="utf-8")
+    status = dvc(repo, "status", f"baseline@{dataset}")
+    assert f"baseline@{dataset}" in status and "modified:" in status and "baselines" in status

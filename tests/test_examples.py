@@ -189,3 +189,59 @@ def test_non_positive_counts_are_rejected_before_any_work(name, option, tmp_path
         rf"argument {option}: expected a positive integer, got 0", capsys.readouterr().err
     )
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(
+    "name", ["binary_classification", "multiclass_classification", "regression"]
+)
+@pytest.mark.parametrize(
+    ("option", "value", "message"),
+    [
+        ("--lr", "-1", r"argument --lr: expected a finite number > 0, got -1"),
+        ("--lr", "0", r"argument --lr: expected a finite number > 0, got 0"),
+        ("--lr", "nan", r"argument --lr: expected a finite number > 0, got nan"),
+        ("--seed", "-1", r"argument --seed: expected an integer in \[0, 2\*\*32 - 1\], got -1"),
+        ("--seed", str(2**32), r"argument --seed: expected an integer in \[0, 2\*\*32 - 1\]"),
+    ],
+    ids=["lr-negative", "lr-zero", "lr-nan", "seed-negative", "seed-too-large"],
+)
+def test_bad_values_are_one_argparse_line_before_any_work(
+    name, option, value, message, tmp_path, capsys
+):
+    example = load_example(name)
+    with pytest.raises(SystemExit) as exit_info:
+        example.main([option, value, "--out", str(tmp_path / "out")])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert re.search(message, err), err
+    assert "Traceback" not in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_regression_rejects_a_negative_weight_decay(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        load_example("regression").main(["--weight-decay", "-0.1", "--out", str(tmp_path)])
+    assert "argument --weight-decay: expected a finite number >= 0, got -0.1" in (
+        capsys.readouterr().err
+    )
+
+
+@pytest.mark.parametrize(
+    ("name", "defaults"),
+    [
+        ("binary_classification", {"--epochs": "30", "--seed": "0", "--lr": "0.01",
+                                   "--batch-size": "32"}),
+        ("multiclass_classification", {"--epochs": "5", "--seed": "0", "--lr": "0.003",
+                                       "--batch-size": "512", "--val-size": "5000"}),
+        ("regression", {"--epochs": "60", "--seed": "0", "--lr": "0.001", "--batch-size": "16",
+                        "--weight-decay": "0.1"}),
+    ],
+)  # fmt: skip
+def test_help_shows_every_default(name, defaults, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        load_example(name).main(["--help"])
+    assert exit_info.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())  # argparse wraps lines
+    for option, default in defaults.items():
+        assert re.search(rf"{option} \S+ [^()]*\(default: {re.escape(default)}\)", text), option
+    assert "--out OUT folder for the figure (default:" in text

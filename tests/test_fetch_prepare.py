@@ -7,6 +7,13 @@ its own params file and tiny dataset, and points MININN_DATA_DIR at it.
 from __future__ import annotations
 
 import json
+import math
+import os
+import re
+import shutil
+import subprocess
+import sys
+from fractions import Fraction
 
 import numpy as np
 import pytest
@@ -274,8 +281,277 @@ def test_read_prepared_errors(tmp_path):
         common.write_split(tmp_path / "x.parquet", np.zeros((2, 10), np.uint8), [0, 1])
 
 
-def test_pixel_stats_exact():
+def test_pixel_stats_agree_with_numpy():
     pixels = np.array([[0, 255], [51, 102]], dtype=np.uint8)
     stats = common.pixel_stats(pixels)
     assert stats["mean"] == pytest.approx((pixels / 255).mean(), rel=1e-14)
     assert stats["std"] == pytest.approx((pixels / 255).std(), rel=1e-14)
+
+
+def _exact_stats(pixels):
+    """Mean and std of pixels/255 from sums over Python ints, as exact fractions."""
+    values = [int(v) for v in np.asarray(pixels).reshape(-1)]
+    n, s1, s2 = len(values), sum(values), sum(v * v for v in values)
+    return Fraction(s1, 255 * n), Fraction(n * s2 - s1 * s1, (255 * n) ** 2)
+
+
+def _is_rounded_sqrt(std: float, variance: Fraction) -> bool:
+    """True if ``std`` is the float nearest to sqrt(variance): the squares of the
+    midpoints to its neighbours bracket the variance."""
+    below, above = math.nextafter(std, 0.0), math.nextafter(std, math.inf)
+    low, high = (Fraction(std) + Fraction(below)) / 2, (Fraction(std) + Fraction(above)) / 2
+    return low * low <= variance <= high * high
+
+
+@pytest.mark.parametrize(
+    "shape", [(1,), (7, 3), (50, 784), (3, 28, 28)], ids=["one", "small", "50-images", "3d"]
+)
+def test_pixel_stats_are_the_correctly_rounded_exact_values(shape):
+    pixels = np.random.default_rng(sum(shape)).integers(0, 256, size=shape, dtype=np.uint8)
+    mean, variance = _exact_stats(pixels)
+    stats = common.pixel_stats(pixels)
+    assert stats["mean"] == float(mean)  # Fraction -> float rounds once, correctly
+    assert _is_rounded_sqrt(stats["std"], variance)
+
+
+def test_pixel_stats_do_not_depend_on_order_or_chunking():
+    """No float sum is involved: a permutation, or pixels straddling the bincount
+    chunks, give the same bits."""
+    pixels = np.random.default_rng(3).integers(0, 256, size=(1 << 16) + 123, dtype=np.uint8)
+    stats = common.pixel_stats(pixels)
+    assert common.pixel_stats(pixels[::-1]) == stats
+    assert common.pixel_stats(np.random.default_rng(4).permutation(pixels)) == stats
+    mean, variance = _exact_stats(pixels)
+    assert stats["mean"] == float(mean) and _is_rounded_sqrt(stats["std"], variance)
+
+
+def test_pixel_stats_extremes():
+    assert common.pixel_stats(np.full(10, 255, np.uint8)) == {"mean": 1.0, "std": 0.0}
+    stats = common.pixel_stats(np.array([0, 255], np.uint8))
+    assert stats == {"mean": 0.5, "std": 0.5}
+    with pytest.raises(ValueError, match="at least one pixel"):
+        common.pixel_stats(np.zeros(0, np.uint8))
+
+
+# ------------------------------------------------------------------ bad input, one line each
+
+
+def test_unknown_dataset_names_params_yaml(tmp_path):
+    with pytest.raises(StageError, match=r"params\.yaml: datasets: unknown dataset 'cifar10'; "
+                       r"the known ones are fashion-mnist, mnist"):  # fmt: skip
+        fetch.main(["--dataset", "cifar10", "--out", str(tmp_path / "raw")])
+    with pytest.raises(StageError, match="unknown dataset 'cifar10'"):
+        prepare.main(["--dataset", "cifar10", "--raw", "r", "--out", "o", "--report", "p"])
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("", r"is empty; it needs the sections datasets, prepare"),
+        ("prepare:\n  val_size: 50\n  seed: 1\n  sead: 2\n",
+         r"unknown key\(s\) prepare\.sead; the keys of 'prepare:' are seed, val_size"),
+        ("prepare:\n", r"expected 'prepare:' to be a mapping, got None"),
+    ],
+    ids=["empty-file", "misspelt-key", "empty-section"],
+)  # fmt: skip
+def test_prepare_params_file_errors_name_the_file_and_key(raw, tmp_path, text, message):
+    fetch.main(["--dataset", "fashion-mnist", "--out", str(raw), "--no-progress"])
+    bad = write_params(tmp_path / "bad.yaml", text)
+    with pytest.raises(StageError, match=message):
+        run_prepare(tmp_path, bad)
+    assert not (tmp_path / "out").exists()
+
+
+def test_load_params_reports_every_unknown_key(tmp_path):
+    text = "train:\n  lr: 0.1\n  learning_rate: 0.5\n  epoch: 3\n"
+    path = write_params(tmp_path / "p.yaml", text)
+    with pytest.raises(StageError, match=r"unknown key\(s\) train\.learning_rate, train\.epoch; "
+                       r"the keys of 'train:' are lr \(a misspelling\?\)"):  # fmt: skip
+        common.load_params("train", ["lr"], path)
+    assert common.load_params("train", path=path)["epoch"] == 3  # no keys given: no check
+
+
+def _write_real_split(folder, labels=(0, 1, 2)):
+    pixels = np.arange(len(labels) * 784, dtype=np.int64).reshape(-1, 784) % 256
+    common.write_split(folder / "train.parquet", pixels.astype(np.uint8), np.array(labels))
+    common.write_json(folder / common.STATS_FILE, {"mean": 0.5, "std": 0.25})
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [lambda b: b[: len(b) // 2], lambda b: b"garbage" * 10, lambda b: b""],
+    ids=["truncated", "garbage", "empty"],
+)
+def test_corrupt_parquet_is_one_line_naming_the_file_and_the_fix(tmp_path, damage):
+    folder = tmp_path / "mnist"
+    _write_real_split(folder)
+    path = folder / "train.parquet"
+    path.write_bytes(damage(path.read_bytes()))
+    with pytest.raises(StageError) as info:
+        common.read_prepared(folder, "train")
+    message = str(info.value)
+    assert message.startswith(f"{path}: not a Parquet file of prepare's layout (")
+    assert message.endswith("run `dvc repro --force prepare@mnist` to rewrite it")
+    assert "\n" not in message
+
+
+def test_parquet_of_another_layout_is_refused(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    folder = tmp_path / "mnist"
+    folder.mkdir()
+    pq.write_table(pa.table({"label": [1, 2]}), folder / "val.parquet")
+    with pytest.raises(StageError, match=r"val\.parquet: not a Parquet file of prepare's layout"):
+        common.read_split(folder, "val")
+
+
+def test_label_out_of_range_names_the_file_and_row(tmp_path):
+    folder = tmp_path / "fashion-mnist"
+    _write_real_split(folder, labels=(3, 12, 1))
+    x, y = common.read_prepared(folder, "train")  # no class count given: no check
+    assert y.tolist() == [3, 12, 1] and x.shape == (3, 784)
+    with pytest.raises(StageError, match=(
+        rf"{re.escape(str(folder / 'train.parquet'))}: row 1 has label 12, outside \[0, 9\] "
+        r"for this dataset's 10 classes; run `dvc repro --force prepare@fashion-mnist`"
+    )):  # fmt: skip
+        common.read_prepared(folder, "train", num_classes=10)
+
+
+@pytest.mark.parametrize(
+    "text", ["{not json", '{"mean": 0.5}', '{"mean": 0.5, "std": 0}', "[1, 2]"],
+    ids=["not-json", "no-std", "zero-std", "a-list"],
+)  # fmt: skip
+def test_bad_stats_file_is_a_stage_error(tmp_path, text):
+    folder = tmp_path / "mnist"
+    _write_real_split(folder)
+    (folder / common.STATS_FILE).write_text(text, encoding="utf-8")
+    with pytest.raises(StageError, match=r"stats\.json: (not valid JSON|expected).*(prepare|run)"):
+        common.read_prepared(folder, "train")
+
+
+def test_write_json_refuses_nan_and_infinity_naming_the_key(tmp_path):
+    for value in (float("nan"), float("inf"), np.float32("-inf")):
+        with pytest.raises(ValueError, match=r"key 'a\.b\[1\]' is .*, which JSON cannot hold"):
+            common.write_json(tmp_path / "m.json", {"a": {"b": [1.0, value]}})
+    assert list(tmp_path.iterdir()) == []
+
+
+# ------------------------------------------------------------------ interrupted or killed stages
+
+
+def test_ctrl_c_is_one_line_and_exit_130(capsys, monkeypatch):
+    monkeypatch.setattr(sys, "argv", ["pipeline/train.py"])
+
+    def main(argv):
+        raise KeyboardInterrupt
+
+    assert common.run_stage(main) == 130
+    assert capsys.readouterr().err == (
+        "error: train: interrupted (Ctrl-C); no output was left half-written; run `dvc repro` "
+        "to finish\n"
+    )
+
+
+def test_sigint_in_a_real_process_is_one_line_and_exit_130(tmp_path):
+    """A real SIGINT in the middle of an atomic write: one line, status 130, no leftovers."""
+    code = (
+        "import os, signal, sys\n"
+        "from pipeline import common\n"
+        "def main(argv):\n"
+        "    with common.atomic_file(sys.argv[1]) as tmp:\n"
+        "        tmp.write_text('half')\n"
+        "        os.kill(os.getpid(), signal.SIGINT)\n"
+        "sys.exit(common.run_stage(main))\n"
+    )
+    target = tmp_path / "out" / "metrics.json"
+    result = subprocess.run(
+        [sys.executable, "-c", code, str(target)], cwd=common.PROJECT_ROOT,
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 130, result.stderr
+    assert result.stderr.count("\n") == 1 and "interrupted (Ctrl-C)" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert list((tmp_path / "out").iterdir()) == []
+
+
+def _dead_pid() -> int:
+    """A process id that no process has (past the kernel's pid_max)."""
+    return 2**22 + 12345
+
+
+def test_atomic_writers_remove_copies_left_by_a_killed_writer(tmp_path):
+    dead = _dead_pid()
+    (tmp_path / f".m.json.tmp-{dead}").write_text("half")
+    (tmp_path / f".d.tmp-{dead}").mkdir()
+    (tmp_path / f".d.tmp-{dead}" / "f").write_text("half")
+    (tmp_path / f".d.old-{dead}").mkdir()
+    alive = tmp_path / f".m.json.tmp-{os.getppid()}"  # another writer, still running
+    alive.write_text("in flight")
+    keep = [tmp_path / ".m.json.tmp-notapid", tmp_path / f".other.tmp-{dead}"]
+    for path in keep:
+        path.write_text("not ours")
+    common.write_json(tmp_path / "m.json", {"a": 1})
+    with common.atomic_dir(tmp_path / "d") as tmp:
+        (tmp / "f").write_text("done")
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == sorted(["m.json", "d", alive.name, *(p.name for p in keep)])
+    assert (tmp_path / "d" / "f").read_text() == "done"
+
+
+def test_fetch_stage_removes_a_killed_fetchs_folder(raw):
+    stale = raw.parent / f".{raw.name}.tmp-{_dead_pid()}"
+    stale.mkdir(parents=True)
+    assert fetch.main(["--dataset", "fashion-mnist", "--out", str(raw), "--no-progress"]) == 0
+    assert not stale.exists() and raw.is_dir()
+
+
+# ------------------------------------------------------------------ the Python that runs a stage
+
+
+def _project_copy(tmp_path, venv_python=None):
+    """pipeline/ and mininn/ copied to tmp_path/project, with a stand-in .venv/bin/python."""
+    project = tmp_path / "project"
+    for name in ("pipeline", "mininn"):
+        shutil.copytree(common.PROJECT_ROOT / name, project / name,
+                        ignore=shutil.ignore_patterns("__pycache__"))  # fmt: skip
+    if venv_python is not None:
+        python = project / ".venv" / "bin" / "python"
+        python.parent.mkdir(parents=True)
+        python.write_text(f'#!/bin/sh\nexec "{venv_python}" "$@"\n', encoding="utf-8")
+        python.chmod(0o755)
+    return project
+
+
+@pytest.mark.skipif(os.name == "nt", reason="a POSIX shell script stands in for .venv's Python")
+def test_stage_under_a_python_without_the_packages_switches_to_the_venv(tmp_path):
+    # `python -S` imports no site-packages: it stands for a system Python without numpy.
+    project = _project_copy(tmp_path, venv_python=sys.executable)
+    env = {k: v for k, v in os.environ.items() if k != "MININN_STAGE_PYTHON"}
+    result = subprocess.run(
+        [sys.executable, "-S", "pipeline/prepare.py", "--help"], cwd=project, env=env,
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "usage: prepare.py" in result.stdout
+
+
+SCRIPTS = ["fetch", "prepare", "train", "evaluate", "baseline", "compare", "check_params"]
+
+
+@pytest.mark.parametrize("script", SCRIPTS)
+def test_stage_under_a_python_without_the_packages_and_no_venv_is_one_line(tmp_path, script):
+    """Every script checks its Python before its first third-party import."""
+    project = _project_copy(tmp_path)
+    env = {k: v for k, v in os.environ.items() if k != "MININN_STAGE_PYTHON"}
+    result = subprocess.run(
+        [sys.executable, "-S", f"pipeline/{script}.py", "--help"], cwd=project, env=env,
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert result.stdout == ""
+    assert result.stderr.count("\n") == 1, result.stderr
+    assert result.stderr.startswith(f"error: {script}.py: the Python running it "
+                                    f"({sys.executable}) lacks numpy, yaml, pyarrow")  # fmt: skip
+    assert "run `make setup` to create .venv" in result.stderr

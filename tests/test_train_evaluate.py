@@ -300,3 +300,97 @@ def test_read_history_errors(tmp_path, text, match):
         path.write_text(text, encoding="utf-8")
     with pytest.raises(StageError, match=match):
         plots.read_history(path)
+
+
+# ------------------------------------------------------------------ divergence, bad input
+
+
+@pytest.mark.filterwarnings("ignore:overflow:RuntimeWarning", "ignore:invalid:RuntimeWarning")
+def test_diverged_training_with_batchnorm_stops_and_writes_nothing(prepared, tmp_path):
+    """SGD at lr 1e6 with BatchNorm: the loss stays finite (BatchNorm rescales the
+    exploding activations) while running_var overflows to inf in float32."""
+    params = write_params(
+        tmp_path / "p.yaml", model={"batch_norm": True},
+        train_={"optimizer": "sgd", "lr": 1.0e6, "momentum": 0.0, "dtype": "float32"},
+    )  # fmt: skip
+    with pytest.raises(StageError, match=(
+        r"train@fashion-mnist: (\S+ became \S+ at epoch 1 although the loss stayed finite|"
+        r"loss became \S+ at epoch 1, batch \d+).*lower the learning rate \(lr=1000000\.0\).*"
+        r"nothing was written$"
+    )):  # fmt: skip
+        run_train(prepared, params, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_divergence_guard_names_the_first_non_finite_array():
+    arrays = {"0.weight": np.ones((2, 2)), "1.running_var": np.array([1.0, np.inf]),
+              "1.num_batches_tracked": np.array(3)}  # fmt: skip
+    row = {"epoch": 2, "train_loss": 2.2e23, "val_loss": 1.0, "seconds": 0.1}
+    guard = common.divergence_guard(lambda: arrays.items(), lr=0.5)
+    with pytest.raises(FloatingPointError, match=(
+        r"^1\.running_var became inf at epoch 2 although the loss stayed finite "
+        r"\(train_loss 2\.2e\+23\); lower the learning rate \(lr=0\.5\)$"
+    )):  # fmt: skip
+        guard(row)
+    arrays["1.running_var"][1] = 1.0
+    guard(row)  # all finite: no error
+    with pytest.raises(FloatingPointError, match=r"^val_loss became nan at epoch 2"):
+        guard({**row, "val_loss": float("nan")})
+
+
+def test_misspelt_train_key_is_an_error_naming_it(prepared, tmp_path):
+    params = write_params(tmp_path / "p.yaml", train_={"learning_rate": 0.5})
+    with pytest.raises(StageError, match=(
+        r"unknown key\(s\) train\.learning_rate; the keys of 'train:' are batch_size, dtype, "
+        r"epochs, lr, momentum, optimizer, patience, seed, weight_decay"
+    )):  # fmt: skip
+        run_train(prepared, params, tmp_path / "out")
+    params = write_params(tmp_path / "p.yaml", model={"hidden": [3]})
+    with pytest.raises(StageError, match=r"unknown key\(s\) model\.hidden"):
+        run_train(prepared, params, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_evaluate_checks_the_whole_train_section(trained, prepared, tmp_path):
+    _, models, _ = trained
+    params = write_params(tmp_path / "p.yaml", train_={"epohcs": 3})
+    with pytest.raises(StageError, match=r"unknown key\(s\) train\.epohcs"):
+        run_evaluate(prepared, params, models, tmp_path / "reports")
+
+
+def test_label_out_of_range_in_prepared_data_names_the_file(tmp_path):
+    folder = tmp_path / DATASET
+    write_prepared(folder, N_TRAIN, N_VAL, N_TEST)
+    pixels, labels = common.read_split(folder, "val")
+    labels[5] = 10  # fashion-mnist has classes 0..9
+    common.write_split(folder / "val.parquet", pixels, labels)
+    params = write_params(tmp_path / "p.yaml")
+    with pytest.raises(StageError, match=r"val\.parquet: row 5 has label 10, outside \[0, 9\]"):
+        run_train(folder, params, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_evaluate_refuses_a_model_with_non_finite_weights(trained, prepared, tmp_path):
+    params, models, _ = trained
+    state = mininn.load(models / "model.npz")
+    name = next(k for k in state if k.endswith("running_var"))
+    state[name][0] = np.inf
+    broken = tmp_path / "models"
+    broken.mkdir()
+    mininn.save(state, broken / "model.npz")
+    (broken / "history.csv").write_bytes((models / "history.csv").read_bytes())
+    with pytest.raises(StageError, match=r"model\.npz holds NaN or infinite weights"):
+        run_evaluate(prepared, params, broken, tmp_path / "reports")
+    assert not (tmp_path / "reports").exists()
+
+
+@pytest.mark.parametrize("damage", [b"garbage", b"PK\x03\x04truncated"], ids=["garbage", "zip"])
+def test_evaluate_corrupt_model_file_is_one_line(trained, prepared, tmp_path, damage):
+    params, models, _ = trained
+    broken = tmp_path / "models"
+    broken.mkdir()
+    (broken / "model.npz").write_bytes(damage)
+    (broken / "history.csv").write_bytes((models / "history.csv").read_bytes())
+    with pytest.raises(StageError, match=r"cannot load .*model\.npz.*dvc repro train@") as info:
+        run_evaluate(prepared, params, broken, tmp_path / "reports")
+    assert "\n" not in str(info.value)
