@@ -1,4 +1,4 @@
-"""The Ray Tune sweep stage (pipeline/tune.py): params validation, errors, and a real sweep.
+"""The Ray Tune sweep (pipeline/tune.py, tune_config.py, tune_report.py): params, errors, sweeps.
 
 The fast tests need no Ray. The slow one starts a local Ray with 2 CPUs and runs
 4 trials x 3 epochs, 2 at a time, on tiny data, with one worker made to die.
@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import yaml
 
-from pipeline import common, tune
+from pipeline import common, tune, tune_config, tune_report
 from pipeline.common import StageError
 from tests._idx import write_prepared
 
@@ -43,13 +43,13 @@ def local(monkeypatch):
 
 
 def test_committed_params_are_valid(local):
-    p = tune.tune_params(PARAMS)
+    p = tune_config.tune_params(PARAMS)
     assert p["space"] and p["epochs"] >= p["asha"]["grace_period"]
     assert p["max_concurrent_trials"] * p["cpus_per_trial"] <= p["num_cpus"]
 
 
 def test_space_becomes_tune_distributions():
-    space = tune.check_space({"train": {"lr": {"loguniform": [0.001, 0.1]},
+    space = tune_config.check_space({"train": {"lr": {"loguniform": [0.001, 0.1]},
                                         "batch_size": {"randint": [16, 64]}},
                               "model": {"hidden_sizes": {"grid": [[8], [16, 8]]}}})  # fmt: skip
     assert space == {
@@ -97,7 +97,7 @@ def test_space_becomes_tune_distributions():
 )
 def test_bad_space_names_the_key(space, match):
     with pytest.raises(StageError, match=match):
-        tune.check_space(space)
+        tune_config.check_space(space)
 
 
 @pytest.mark.parametrize(
@@ -128,32 +128,32 @@ def test_bad_space_names_the_key(space, match):
 def test_bad_tune_params_name_the_key(tmp_path, local, changes, match):
     path = write_params(tmp_path / "params.yaml", **changes)
     with pytest.raises(StageError, match=match):
-        tune.tune_params(path)
+        tune_config.tune_params(path)
 
 
 def test_unknown_tune_key_is_named(tmp_path, local):
     path = write_params(tmp_path / "params.yaml", trials=4)
     with pytest.raises(StageError, match=r"tune\.trials|trials"):
-        tune.tune_params(path)
+        tune_config.tune_params(path)
 
 
 def test_concurrency_is_checked_against_the_cluster_not_this_machine(tmp_path, monkeypatch):
     monkeypatch.setenv("RAY_ADDRESS", "10.0.0.1:6379")
     path = write_params(tmp_path / "params.yaml", max_concurrent_trials=64, num_cpus=2)
-    assert tune.tune_params(path)["num_cpus"] is None  # checked on connecting instead
+    assert tune_config.tune_params(path)["num_cpus"] is None  # checked on connecting instead
     with pytest.raises(StageError, match=r"64 trials at once .* the cluster at x has 8"):
-        tune.check_concurrency(tune.tune_params(path), 8, "the cluster at x")
+        tune_config.check_concurrency(tune_config.tune_params(path), 8, "the cluster at x")
 
 
 # ------------------------------------------------------------------ best configuration
 
 
 def test_best_params_have_the_shape_of_params_yaml():
-    best = tune.best_params({"train.lr": 0.0025, "model.hidden_sizes": [64, 32],
+    best = tune_config.best_params({"train.lr": 0.0025, "model.hidden_sizes": [64, 32],
                              "model.batch_norm": False, "train.batch_size": 64})  # fmt: skip
     assert best == {"train": {"lr": 0.0025, "batch_size": 64},
                     "model": {"hidden_sizes": [64, 32], "batch_norm": False}}  # fmt: skip
-    assert tune.exp_args(best) == [
+    assert tune_config.exp_args(best) == [
         "-S", "model.batch_norm=false", "-S", "model.hidden_sizes=[64,32]",
         "-S", "train.batch_size=64", "-S", "train.lr=0.0025",
     ]  # fmt: skip
@@ -167,9 +167,9 @@ def test_exp_args_prints_the_dvc_command(tmp_path, capsys):
 
 
 def test_sweep_name_changes_with_the_params():
-    a = tune.sweep_name("mnist", {"tune": {"epochs": 3}, "train": {"lr": 0.1}})
-    assert a == tune.sweep_name("mnist", {"train": {"lr": 0.1}, "tune": {"epochs": 3}})
-    assert a != tune.sweep_name("mnist", {"tune": {"epochs": 4}, "train": {"lr": 0.1}})
+    a = tune_config.sweep_name("mnist", {"tune": {"epochs": 3}, "train": {"lr": 0.1}})
+    assert a == tune_config.sweep_name("mnist", {"train": {"lr": 0.1}, "tune": {"epochs": 3}})
+    assert a != tune_config.sweep_name("mnist", {"tune": {"epochs": 4}, "train": {"lr": 0.1}})
 
 
 # ------------------------------------------------------------------ errors before any trial
@@ -203,10 +203,10 @@ def test_unreachable_ray_address_names_it_and_the_fix(tmp_path, monkeypatch, cap
 
 
 def test_library_and_stage_import_without_ray():
-    code = "import sys, mininn, pipeline.tune; print(sorted(m for m in sys.modules if m == 'ray'))"
+    code = "import sys, mininn, pipeline.tune, pipeline.tune_report; print('ray' in sys.modules)"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           cwd=common.PROJECT_ROOT, check=True)  # fmt: skip
-    assert done.stdout.strip() == "[]"
+    assert done.stdout.strip() == "False"
 
 
 def test_failed_trial_is_named_by_its_exception():
@@ -214,9 +214,9 @@ def test_failed_trial_is_named_by_its_exception():
         pass
 
     worker = RuntimeError("Traceback (most recent call last):\n  File x\nKeyError: 'lr'\n")
-    assert tune._error_line(worker) == "KeyError: 'lr'"
+    assert tune_report._error_line(worker) == "KeyError: 'lr'"
     died = ActorDiedError("The actor died unexpectedly.\n\tpid: 3\nThe actor is dead because")
-    assert tune._error_line(died) == "ActorDiedError: The actor died unexpectedly."
+    assert tune_report._error_line(died) == "ActorDiedError: The actor died unexpectedly."
 
 
 @pytest.mark.parametrize("address", ["localhost", "10.0.0.1:port", "ray://host"])
@@ -307,7 +307,7 @@ def test_sweep_on_local_ray(tmp_path, monkeypatch, capsys):
     assert metrics["best_val_accuracy"] == best_row["val_accuracy"]
     assert metrics == {**metrics, "trials": 4, "stopped_early": int(trials["stopped_early"].sum())}
     assert (out / "sweep.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert sorted(p.name for p in out.iterdir()) == sorted(tune.OUTPUTS)
+    assert sorted(p.name for p in out.iterdir()) == sorted(tune_report.OUTPUTS)
     assert np.isfinite(history["val_loss"]).all()
 
 
