@@ -7,12 +7,12 @@ BIN := $(CURDIR)/$(VENV)/bin
 export PATH := $(BIN):$(PATH)
 export MPLBACKEND := Agg
 
-.PHONY: setup repro test lint format bench clean
+.PHONY: setup repro test lint format bench tune clean
 
-$(VENV)/.installed: requirements.txt requirements-dev.txt pyproject.toml
+$(VENV)/.installed: requirements.txt requirements-dev.txt requirements-tune.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -r requirements-dev.txt
+	$(BIN)/python -m pip install --quiet -r requirements-dev.txt -r requirements-tune.txt
 	$(BIN)/python -m pip install --quiet --no-deps -e .
 	touch $@
 
@@ -37,6 +37,10 @@ format: setup
 
 bench: setup
 	$(BIN)/python benchmarks/run.py
+
+# The hyperparameter sweep on Ray Tune: its own DVC pipeline, not part of `repro`.
+tune: setup
+	$(BIN)/dvc repro tune/dvc.yaml
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

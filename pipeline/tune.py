@@ -55,6 +55,9 @@ from typing import Any
 
 if __package__ in (None, ""):  # run as a script (by DVC): make the project importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from pipeline.environment import ensure_environment
+
+    ensure_environment()  # the project's .venv if this Python lacks the packages
 
 import numpy as np
 
