@@ -141,6 +141,7 @@ def sweep_png(trials, history, p: Mapping[str, Any], best: int, title: str) -> b
     the best one as a star."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+    from matplotlib.ticker import LogFormatterSciNotation, LogLocator
 
     names = list(p["space"])
     fig = Figure(figsize=(4.2 * (len(names) + 1), 3.8), layout="constrained")
@@ -156,6 +157,8 @@ def sweep_png(trials, history, p: Mapping[str, Any], best: int, title: str) -> b
             h["val_accuracy"],
             lw=2.2 if is_best else 1,
             ls=":" if trial["stopped_early"] else "-",
+            marker="o",
+            ms=3,
             color="C3" if is_best else "C0" if not trial["stopped_early"] else "0.55",
         )
     curves.axvline(p["asha"]["grace_period"], color="0.8", lw=0.8, zorder=0)
@@ -167,12 +170,15 @@ def sweep_png(trials, history, p: Mapping[str, Any], best: int, title: str) -> b
     for ax, name in zip(axes[1:], names, strict=True):
         distribution = p["space"][name][0]
         values = trials[name]
-        if distribution in ("uniform", "loguniform", "randint") or (
-            all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
-        ):
+        if all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values):
             x = values.astype(float)
-            if distribution == "loguniform":
+            spread = (x > 0).all() and x.max() >= 10 * x.min()  # e.g. a grid of learning rates
+            if distribution == "loguniform" or (spread and distribution != "uniform"):
                 ax.set_xscale("log")
+                ax.xaxis.set_minor_locator(LogLocator(subs=(2.0, 5.0)))  # labels that fit
+                ax.xaxis.set_minor_formatter(
+                    LogFormatterSciNotation(labelOnlyBase=False, minor_thresholds=(3, 3))
+                )
         else:  # categorical: one position per value, in the space's order
             labels = [str(v) for v in p["space"][name][1]]
             x = values.map(lambda v, labels=labels: labels.index(str(v)))
