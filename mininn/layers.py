@@ -180,9 +180,9 @@ class Linear(Module):
             raise _backward_before_forward(self)
         _check_grad_output(self, grad_output, (x.shape[0], self.out_features))
         if weight.requires_grad:
-            weight.add_grad(np.matmul, grad_output.T, x)
+            weight.grad += grad_output.T @ x
         if bias is not None and bias.requires_grad:
-            bias.add_grad(np.sum, grad_output, axis=0)
+            bias.grad += grad_output.sum(axis=0)
         if not input_grad:
             return None
         return grad_output @ weight.data

@@ -16,7 +16,7 @@ from __future__ import annotations
 import functools
 import inspect
 from collections import OrderedDict
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import numpy as np
@@ -45,10 +45,8 @@ class Parameter:
     Attributes:
         data: ndarray, the values. Layers read it at every call and update it in
             place, so views taken by an optimizer stay valid.
-        grad: ndarray of ``data``'s shape and dtype, zeros until a backward pass
-            accumulates into it. After :meth:`zero_grad` it reads as zeros, and the
-            next backward writes its gradient instead of adding it (see
-            :meth:`add_grad`).
+        grad: ndarray of ``data``'s shape and dtype: dL/ddata, summed over the
+            backward passes since the last :meth:`zero_grad` (zeros at first).
     Raises:
         TypeError: ``grad`` is assigned something that is not an ndarray (e.g. None:
             call :meth:`zero_grad` instead).
@@ -73,8 +71,6 @@ class Parameter:
             array = np.array(data, dtype=_float_dtype(dtype), copy=True)
         self.data: np.ndarray = array
         self._grad: np.ndarray = np.zeros_like(array)
-        # True while _grad holds stale values that stand for zeros (after zero_grad).
-        self._grad_zeroed = False
         self.requires_grad = bool(requires_grad)
         # Set by mininn.init when a user initialises this array explicitly, so that
         # Sequential's activation-aware default leaves it alone.
@@ -94,7 +90,6 @@ class Parameter:
 
     @property
     def grad(self) -> np.ndarray:
-        self._fill_zeroed_grad()
         return self._grad
 
     @grad.setter
@@ -108,79 +103,19 @@ class Parameter:
                 "(p.grad[...] = g)"
             )
         self._grad = value
-        self._grad_zeroed = False
 
     def zero_grad(self) -> None:
-        """Make ``grad`` zeros.
-
-        The array is only marked, not written: it is filled with zeros when next
-        read, unless the next backward writes the gradient into it first
-        (:meth:`add_grad`). This saves a pass over every gradient per step and a
-        temporary per layer, as PyTorch's ``zero_grad(set_to_none=True)`` (its
-        default) lets the next backward assign ``.grad`` instead of adding to it.
-
-        Note:
-            ``p.grad`` stays the same array, but its contents are stale until
-            ``p.grad`` is read or a backward writes it: do not read or write
-            through a reference to it held across ``zero_grad()`` (what is written
-            that way is overwritten with zeros at the next read of ``p.grad`` or
-            ``step()``).
-        """
-        self._grad_zeroed = True
-
-    def add_grad(self, op: Callable[..., np.ndarray], *args: Any, **kwargs: Any) -> None:
-        """``grad += op(*args, **kwargs)``, for a layer's backward.
-
-        After :meth:`zero_grad` the result is computed straight into ``grad``
-        (``op(*args, out=grad, **kwargs)``) instead of into a temporary that is then
-        added to zeros: same values, one array and one pass fewer.
-
-        Args:
-            op: a NumPy function with an ``out=`` argument whose result has
-                ``grad``'s shape, e.g. ``np.matmul`` or ``np.sum``.
-            args, kwargs: its arguments.
-        Raises:
-            ValueError: the result's shape is not ``grad``'s (nothing is written,
-                and a gradient marked by zero_grad stays zeros).
-        Example:
-            >>> p = Parameter(np.zeros(2))
-            >>> p.zero_grad()
-            >>> p.add_grad(np.sum, np.ones((3, 2)), axis=0)  # written
-            >>> p.add_grad(np.sum, np.ones((3, 2)), axis=0)  # added
-            >>> p.grad.tolist()
-            [6.0, 6.0]
-        """
-        if self._grad_zeroed:
-            try:
-                op(*args, out=self._grad, **kwargs)
-            except ValueError as error:  # e.g. a wrongly shaped grad_output
-                raise self._misfit(op, error) from error
-            self._grad_zeroed = False  # only once written: a failed backward leaves zeros
-            return
-        result = op(*args, **kwargs)
-        if np.shape(result) != self._grad.shape:  # += would broadcast silently
-            raise self._misfit(op, f"it gave shape {np.shape(result)}")
-        self._grad += result
-
-    def _misfit(self, op: Callable[..., Any], reason: object) -> ValueError:
-        name = getattr(op, "__name__", repr(op))
-        return ValueError(
-            f"Parameter.add_grad: {name}(...) does not fit the gradient of shape "
-            f"{self._grad.shape}: {reason}"
-        )
+        """Fill ``grad`` with zeros, in place (``grad`` stays the same array)."""
+        self._grad.fill(0)
 
     def __setstate__(self, state: dict) -> None:
-        # A Parameter pickled before .grad became a property stored it as "grad".
+        # Older pickles stored the gradient as "grad", and may carry "_grad_zeroed",
+        # a mark that the stored values stood for zeros.
         if "grad" in state:
             state["_grad"] = state.pop("grad")
-        state.setdefault("_grad_zeroed", False)
+        if state.pop("_grad_zeroed", False):
+            state["_grad"].fill(0)
         self.__dict__.update(state)
-
-    def _fill_zeroed_grad(self) -> None:
-        """Write the zeros that :meth:`zero_grad` stands for, if not overwritten yet."""
-        if self._grad_zeroed:
-            self._grad.fill(0)
-            self._grad_zeroed = False
 
     def __repr__(self) -> str:
         return (
@@ -357,8 +292,7 @@ class Module:
             yield buffer
 
     def zero_grad(self) -> None:
-        """Make the gradient of every parameter zeros (see :meth:`Parameter.zero_grad`:
-        marked, and written by the next backward instead of added to)."""
+        """Fill the gradient of every parameter with zeros, in place."""
         for param in self.parameters():
             param.zero_grad()
 

@@ -80,12 +80,6 @@ class _Flat:
             or getattr(p._grad, "base", None) is not self.grad
         ]
 
-    def fill_zeroed_grads(self) -> None:
-        """Write the zeros of gradients that zero_grad() marked and no backward wrote
-        since (a parameter that took no part in the last backward)."""
-        for param in self.params:
-            param._fill_zeroed_grad()
-
 
 class _Run:
     """Consecutive trainable parameters of a :class:`_Flat` that share their step
