@@ -32,11 +32,12 @@ from mininn import (
 )
 from mininn._rng import default_rng, manual_seed
 from mininn.activations import LeakyReLU, ReLU, Sigmoid, Softmax, Tanh
+from mininn.container import Sequential
 from mininn.dataloader import DataLoader
 from mininn.gradcheck import gradcheck, gradcheck_loss, numerical_grad
 from mininn.layers import BatchNorm1d, Dropout, Identity, Linear
 from mininn.losses import BCELoss, BCEWithLogitsLoss, CrossEntropyLoss, L1Loss, MSELoss
-from mininn.module import Module, Parameter, Sequential
+from mininn.module import Module, Parameter
 from mininn.serialization import load, save
 
 __version__ = "0.1.0"

@@ -1,7 +1,9 @@
-"""Weight initialisers, as ``torch.nn.init``, and the activation-aware default.
+"""Weight initialisers, as ``torch.nn.init``.
 
 Each function with a trailing underscore fills its argument **in place** (a
-:class:`~mininn.Parameter` or a floating ndarray) and returns it. Fans follow
+:class:`~mininn.Parameter` or a floating ndarray) and returns it. A Parameter
+it fills is marked as explicitly initialised, so that the activation-aware
+default of :class:`mininn.Sequential` (:mod:`mininn.container`) leaves it alone. Fans follow
 PyTorch's rule for a weight of shape ``(out_features, in_features)``:
 ``fan_in = in_features``, ``fan_out = out_features``.
 
@@ -18,11 +20,8 @@ from typing import Any
 import numpy as np
 
 from mininn._rng import as_generator
-from mininn.module import Module, Parameter
 
 __all__ = [
-    "INIT_MAPS",
-    "apply_default_init",
     "calculate_gain",
     "constant_",
     "kaiming_normal_",
@@ -83,12 +82,18 @@ def calculate_gain(nonlinearity: str, param: float | None = None) -> float:
     )
 
 
-def _array(tensor: Parameter | np.ndarray, where: str) -> np.ndarray:
-    if isinstance(tensor, Parameter):
+def _array(tensor: Any, where: str) -> np.ndarray:
+    """The floating ndarray to fill: ``tensor`` itself, or a Parameter's ``.data``.
+
+    A Parameter is recognised by its floating ``.data`` array (this module needs
+    only NumPy), and marked ``_explicit_init``.
+    """
+    if isinstance(tensor, np.ndarray):
+        if tensor.dtype.kind == "f":
+            return tensor
+    elif isinstance(getattr(tensor, "data", None), np.ndarray) and tensor.data.dtype.kind == "f":
         tensor._explicit_init = True
         return tensor.data
-    if isinstance(tensor, np.ndarray) and tensor.dtype.kind == "f":
-        return tensor
     raise TypeError(f"{where}: expected a Parameter or a floating ndarray, got {type(tensor)}")
 
 
@@ -225,65 +230,3 @@ def kaiming_normal_(
     std = _kaiming_std(array, a, mode, nonlinearity, "kaiming_normal_")
     _fill(array, as_generator(generator).normal(0.0, std, size=array.shape))
     return tensor
-
-
-# The activation-aware default of the original design: activation name -> initialiser.
-INIT_MAPS: dict[str, dict[str, Any]] = {
-    "normal": {"relu": kaiming_normal_, "xavier": xavier_normal_},
-    "uniform": {"relu": kaiming_uniform_, "xavier": xavier_uniform_},
-}
-
-# Layers that sit between a Linear and its activation without changing which one it is.
-_TRANSPARENT = ("BatchNorm1d", "Dropout", "Identity")
-
-
-def apply_default_init(sequential: Module, init_map: str | None = None) -> None:
-    """Initialise each not-yet-initialised Linear for the activation that follows it.
-
-    For every ``Linear`` among ``sequential``'s children whose weight was never
-    initialised explicitly (by a function of this module or ``Linear(init=...)``),
-    look past BatchNorm1d/Dropout/Identity to the next layer:
-
-    - ReLU: ``kaiming_*(weight, nonlinearity="relu")``;
-    - LeakyReLU(s): ``kaiming_*(weight, a=s, nonlinearity="leaky_relu")``;
-    - Tanh, Sigmoid, Softmax: ``xavier_*(weight)`` (gain 1, as Glorot & Bengio);
-    - anything else, or nothing: PyTorch's default is kept.
-
-    An initialised weight gets a zero bias, and is marked so that it is never
-    initialised again (slicing or nesting the Sequential keeps trained weights).
-
-    Args:
-        sequential: a Sequential (its direct children are examined).
-        init_map: ``"normal"`` or ``"uniform"`` variant. Default: None, the
-            configuration value ``mininn.config.INIT_MAP`` (env ``MININN_INIT_MAP``).
-    Raises:
-        ValueError: an unknown ``init_map``.
-    """
-    from mininn import config  # config reads the environment once, on first use
-
-    name = config.INIT_MAP if init_map is None else init_map
-    if name not in INIT_MAPS:
-        raise ValueError(
-            f"apply_default_init: init_map {name!r} is not one of {sorted(INIT_MAPS)}; "
-            "set MININN_INIT_MAP to 'normal' or 'uniform'"
-        )
-    initialisers = INIT_MAPS[name]
-    layers = list(sequential.children())
-    for index, layer in enumerate(layers):
-        weight = getattr(layer, "weight", None)
-        if type(layer).__name__ != "Linear" or weight is None or weight._explicit_init:
-            continue
-        following = next(
-            (nxt for nxt in layers[index + 1 :] if type(nxt).__name__ not in _TRANSPARENT), None
-        )
-        kind = type(following).__name__ if following is not None else None
-        if kind == "ReLU":
-            initialisers["relu"](weight, nonlinearity="relu")
-        elif kind == "LeakyReLU":
-            initialisers["relu"](weight, a=following.negative_slope, nonlinearity="leaky_relu")
-        elif kind in ("Tanh", "Sigmoid", "Softmax"):
-            initialisers["xavier"](weight)
-        else:
-            continue
-        if layer.bias is not None:
-            zeros_(layer.bias)

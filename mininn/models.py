@@ -6,8 +6,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from mininn.activations import LeakyReLU, ReLU, Sigmoid, Tanh
+from mininn.container import Sequential
 from mininn.layers import BatchNorm1d, Dropout, Linear
-from mininn.module import Module, Sequential
+from mininn.module import Module
 
 __all__ = ["ACTIVATIONS", "make_mlp"]
 

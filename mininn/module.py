@@ -1,4 +1,4 @@
-"""Parameter, Module and Sequential: the contract every layer follows.
+"""Parameter and Module: the contract every layer follows.
 
 A layer is a :class:`Module`. ``forward(x)`` computes the output and keeps on
 private attributes exactly what the backward pass needs; ``backward(grad_output)``
@@ -439,102 +439,6 @@ class Module:
         return head + "\n  " + "\n  ".join(lines) + "\n)"
 
 
-class Sequential(Module):
-    """Chain modules: ``forward`` runs them in order, ``backward`` in reverse.
-
-    Children are named ``"0"``, ``"1"``, ... so parameters read ``0.weight``,
-    ``0.bias``, as in ``torch.nn.Sequential``.
-
-    A :class:`~mininn.layers.Linear` whose weight was not initialised explicitly
-    (by ``mininn.init`` or ``Linear(init=...)``) is initialised for the
-    activation that follows it (see :func:`mininn.init.apply_default_init`):
-    Kaiming for ReLU and LeakyReLU, Xavier for Tanh, Sigmoid and Softmax.
-
-    Args:
-        *modules: the layers, in order.
-    Raises:
-        TypeError: an argument is not a Module.
-    """
-
-    def __init__(self, *modules: Module) -> None:
-        super().__init__()
-        for index, module in enumerate(modules):
-            if not isinstance(module, Module):
-                raise TypeError(
-                    f"Sequential: argument {index} is {type(module).__name__}, not a mininn Module"
-                )
-            self._modules[str(index)] = module
-        from mininn.init import apply_default_init  # init imports module: import late
-
-        apply_default_init(self)
-
-    def __len__(self) -> int:
-        return len(self._modules)
-
-    def __iter__(self) -> Iterator[Module]:
-        return iter(self._modules.values())
-
-    def __getitem__(self, index: int | slice) -> Module:
-        layers = list(self._modules.values())
-        if isinstance(index, slice):
-            # append() does not re-run the default initialisation on trained layers.
-            sliced = Sequential()
-            for layer in layers[index]:
-                sliced.append(layer)
-            return sliced
-        return layers[index]
-
-    def append(self, module: Module) -> Sequential:
-        """Add ``module`` at the end; returns ``self``."""
-        if not isinstance(module, Module):
-            raise TypeError(f"Sequential.append: expected a Module, got {type(module).__name__}")
-        self._modules[str(len(self._modules))] = module
-        return self
-
-    def forward(self, x: np.ndarray) -> np.ndarray:
-        for module in self._modules.values():
-            x = module(x)
-        return x
-
-    def backward(self, grad_output: np.ndarray, *, input_grad: bool = True) -> np.ndarray | None:
-        """Run the children's backward passes in reverse order; return dL/dx.
-
-        Args:
-            grad_output: dL/dy, the gradient of the loss with respect to the output.
-            input_grad: compute and return dL/dx. Default: True. With False the first
-                child is told so when its ``backward`` takes an ``input_grad`` keyword
-                (:class:`~mininn.layers.Linear`, a nested Sequential) and skips that
-                product, and None is returned; the parameter gradients are the same.
-                Training loops pass False: the input is data, as a PyTorch input
-                tensor with ``requires_grad=False``.
-        Returns:
-            dL/dx, the input's shape; None when ``input_grad`` is False.
-        Raises:
-            ValueError: ``grad_output``'s shape is not the last forward's output shape
-                (raised by the last child, which names itself).
-            RuntimeError: called before forward().
-        Example:
-            >>> from mininn.layers import Linear
-            >>> model = Sequential(Linear(3, 2, dtype=np.float64))
-            >>> y = model(np.ones((4, 3)))
-            >>> model.backward(np.ones_like(y)).shape, model.backward(y, input_grad=False)
-            ((4, 3), None)
-        """
-        modules = list(self._modules.values())
-        if not modules:
-            return grad_output if input_grad else None
-        for module in reversed(modules[1:]):
-            grad_output = module.backward(grad_output)
-        first = modules[0]
-        if input_grad:
-            return first.backward(grad_output)
-        if _takes_input_grad(type(first)):
-            first.backward(grad_output, input_grad=False)
-        else:
-            first.backward(grad_output)  # e.g. Dropout first: its dL/dx is dropped
-        return None
-
-
 def _check_grad_output(module: Module, grad_output: Any, shape: tuple[int, ...]) -> None:
     """Raise ValueError unless ``grad_output`` has ``shape``, the last forward's output
     shape (NumPy would broadcast a wrong one silently, or fail deep inside)."""
@@ -551,3 +455,14 @@ def _check_grad_output(module: Module, grad_output: Any, shape: tuple[int, ...])
 def _takes_input_grad(cls: type) -> bool:
     """Whether ``cls.backward`` accepts the ``input_grad`` keyword (looked up once per class)."""
     return "input_grad" in inspect.signature(cls.backward).parameters
+
+
+def __getattr__(name: str) -> Any:
+    # Sequential lives in mininn.container, above the layers whose initialisation it
+    # chooses; resolving it here on first use keeps `from mininn.module import
+    # Sequential` working without module.py importing anything above itself.
+    if name == "Sequential":
+        from mininn.container import Sequential
+
+        return Sequential
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -9,8 +9,8 @@ import pytest
 from mininn import config
 from mininn._rng import manual_seed
 from mininn.activations import LeakyReLU, ReLU, Sigmoid, Softmax, Tanh
+from mininn.container import Sequential, apply_default_init
 from mininn.init import (
-    apply_default_init,
     calculate_gain,
     constant_,
     kaiming_normal_,
@@ -23,7 +23,7 @@ from mininn.init import (
     zeros_,
 )
 from mininn.layers import BatchNorm1d, Dropout, Linear
-from mininn.module import Parameter, Sequential
+from mininn.module import Module, Parameter
 
 GAIN_CASES = [
     ("linear", None),
@@ -258,6 +258,38 @@ CASES = {
 }
 
 
+class _SubclassOfReLU(ReLU):
+    pass
+
+
+class _SubclassOfLinear(Linear):
+    pass
+
+
+class _NamedReLU(Module):
+    """Another class with the name "ReLU": classes are matched by identity, not name."""
+
+    def forward(self, x):
+        return x
+
+
+_NamedReLU.__name__ = _NamedReLU.__qualname__ = "ReLU"
+
+CASES.update(
+    {
+        "subclass-of-ReLU-kaiming": (lambda: [Linear(20, 30), _SubclassOfReLU()], _relu_kaiming),
+        "subclass-of-Linear-kaiming": (
+            lambda: [_SubclassOfLinear(20, 30), ReLU()],
+            _relu_kaiming,
+        ),
+        "other-class-named-ReLU-keeps-default": (
+            lambda: [Linear(20, 30), _NamedReLU()],
+            lambda ls: None,
+        ),
+    }
+)
+
+
 @pytest.mark.parametrize("case", CASES.values(), ids=CASES.keys())
 def test_sequential_default_init(case, monkeypatch):
     monkeypatch.setattr(config, "INIT_MAP", "normal")
@@ -303,3 +335,37 @@ def test_initialised_weights_are_not_initialised_again():
 def test_unknown_init_map():
     with pytest.raises(ValueError, match=r"init_map 'he' is not one of.*MININN_INIT_MAP"):
         apply_default_init(Sequential(), init_map="he")
+
+
+def _top_level_imports(module) -> set[str]:
+    """The modules that ``module``'s source imports at import time (not in functions)."""
+    import ast
+    import inspect
+
+    names = set()
+    for node in ast.parse(inspect.getsource(module)).body:
+        if isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            names.add(node.module)
+    return names
+
+
+def test_init_needs_only_numpy():
+    import mininn.init
+
+    assert _top_level_imports(mininn.init) == {
+        "__future__",
+        "math",
+        "typing",
+        "numpy",
+        "mininn._rng",
+    }
+
+
+def test_module_imports_nothing_of_mininn():
+    # The default initialisation lives above the layers (mininn.container), so
+    # module.py does not import init.py, and init.py does not import module.py.
+    import mininn.module
+
+    assert not {name for name in _top_level_imports(mininn.module) if name.startswith("mininn")}

@@ -311,3 +311,19 @@ def test_a_parameter_pickled_with_a_zero_grad_mark_loads_with_zeros():
     restored = pickle.loads(pickle.dumps(Old()))
     np.testing.assert_array_equal(restored.grad, 0.0)
     assert "_grad_zeroed" not in restored.__dict__
+
+
+def test_sequential_is_one_class_under_every_public_path():
+    import mininn
+    import mininn.container
+    import mininn.module
+
+    assert mininn.module.Sequential is mininn.container.Sequential is mininn.Sequential
+    assert Sequential is mininn.Sequential
+
+
+def test_module_resolves_no_other_name_lazily():
+    import mininn.module
+
+    with pytest.raises(AttributeError, match=r"module 'mininn\.module' has no attribute 'Linear'"):
+        mininn.module.Linear  # noqa: B018
