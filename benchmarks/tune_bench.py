@@ -83,6 +83,36 @@ def in_process(setup: dict, data: tuple, lrs: list[float], workdir: Path) -> flo
     return time.perf_counter() - start
 
 
+_GEMM_LOOP = """
+import time
+from threadpoolctl import threadpool_limits
+import numpy as np
+a = np.random.default_rng(0).random((512, 784), dtype=np.float32)
+b = np.random.default_rng(1).random((784, 512), dtype=np.float32)
+with threadpool_limits(1):
+    start = time.perf_counter()
+    for _ in range(300):
+        a @ b
+    print(time.perf_counter() - start)
+"""
+
+
+def core_scaling() -> float:
+    """What two processes get from this machine's cores right now: the throughput of two
+    1-thread GEMM loops run side by side over that of one alone (2.0 on two free, full
+    cores; less where other work shares them)."""
+    import subprocess
+
+    def run(n: int) -> list[float]:
+        procs = [subprocess.Popen([sys.executable, "-c", _GEMM_LOOP], stdout=subprocess.PIPE,
+                                  text=True) for _ in range(n)]  # fmt: skip
+        return [float(p.communicate()[0]) for p in procs]
+
+    alone = run(1)[0]
+    together = max(run(2))
+    return 2 * alone / together
+
+
 def with_ray(p: dict, setup: dict, data: tuple, storage: Path) -> dict:
     """Start a local Ray, run the sweep, stop Ray; the seconds of each part."""
     ray = tune.import_ray()
@@ -119,9 +149,11 @@ def markdown(r: dict) -> str:
     c = r["config"]
     one, two = r["ray"]["1"], r["ray"]["2"]
     rows = [
-        ("in-process, one after another (no Ray)", "–", f"{r['in_process_s']:.1f}", "–", "–"),
-        *[(f"Ray, {k} at a time", f"{v['ray_start_s']:.1f}", f"{v['sweep_s']:.1f}",
-           f"{v['ray_stop_s']:.1f}", f"{v['pids']}") for k, v in (("1", one), ("2", two))],
+        ("in-process, one after another (no Ray)", f"{r['in_process_load']:.1f}", "–",
+         f"{r['in_process_s']:.1f}", "–", "–"),
+        *[(f"Ray, {k} at a time", f"{v['load']:.1f}", f"{v['ray_start_s']:.1f}",
+           f"{v['sweep_s']:.1f}", f"{v['ray_stop_s']:.1f}", f"{v['pids']}")
+          for k, v in (("1", one), ("2", two))],
     ]  # fmt: skip
     lines = [
         "# Ray Tune sweep: 1 and 2 trials at a time",
@@ -138,12 +170,16 @@ def markdown(r: dict) -> str:
         f"{r['load'][1]:.1f} on {os.cpu_count()} cores, shared with other work: the times "
         "are single runs, not medians",
         "",
-        "| run | Ray start s | sweep s | Ray stop s | worker processes |",
-        "|---|---:|---:|---:|---:|",
+        "| run | load at start | Ray start s | sweep s | Ray stop s | worker processes |",
+        "|---|---:|---:|---:|---:|---:|",
         *[f"| {' | '.join(row)} |" for row in rows],
         "",
         f"- **Speed-up of 2 at a time over 1**: {r['speedup']:.2f}x on the sweep, "
         f"{r['speedup_total']:.2f}x with Ray's start and stop.",
+        f"- **What the host gave two processes**: just before the run with 2 at a time, two "
+        f"1-thread GEMM loops side by side ran {r['core_scaling']:.2f}x the throughput of one "
+        "alone (2.00 on two free, full cores). The other users' load changes from minute to "
+        "minute: this gauges the host around that run, it does not bound the speed-up.",
         f"- **Ray's overhead per trial**: {r['overhead_per_trial_s']:.2f} s "
         "((sweep with 1 at a time − in-process) / trials): the worker processes (one per "
         "trial running at a time, reused by the next trial), the data from the object "
@@ -192,11 +228,17 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         print(f"tune_bench: in-process, {args.trials} trials x {args.epochs} epochs",
               file=sys.stderr)  # fmt: skip
+        load_plain = os.getloadavg()[0]
         plain = in_process(setup, data, lrs, Path(tmp))
         for concurrent in (1, 2):
+            if concurrent == 2:  # measured just before the run it bounds
+                print("tune_bench: the cores' scaling (two GEMM loops at once)", file=sys.stderr)
+                scaling = core_scaling()
             print(f"tune_bench: Ray, {concurrent} at a time", file=sys.stderr)
             p = sweep_params(args.trials, args.epochs, concurrent)
+            load = os.getloadavg()[0]
             ray_runs[str(concurrent)] = with_ray(p, setup, data, Path(tmp) / "storage")
+            ray_runs[str(concurrent)]["load"] = load
     one, two = ray_runs["1"], ray_runs["2"]
     import ray
 
@@ -208,7 +250,9 @@ def main(argv: list[str] | None = None) -> int:
         "ray_version": ray.__version__,
         "commit": os.popen("git rev-parse --short HEAD 2>/dev/null").read().strip() or "?",
         "load": [load_start, os.getloadavg()[0]],
+        "core_scaling": scaling,
         "in_process_s": plain,
+        "in_process_load": load_plain,
         "ray": ray_runs,
         "speedup": one["sweep_s"] / two["sweep_s"],
         "speedup_total": sum(one[k] for k in ("ray_start_s", "sweep_s", "ray_stop_s"))
