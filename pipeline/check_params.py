@@ -25,10 +25,9 @@ if __package__ in (None, ""):  # run as a script: make the project importable
     ensure_environment()  # the project's .venv if this Python lacks the packages
 
 from pipeline import common
-from pipeline.baseline import baseline_params
 from pipeline.common import StageError, run_stage
 from pipeline.prepare import prepare_params
-from pipeline.train import model_params, train_params
+from pipeline.recipe import baseline_params, model_params, train_params
 
 
 def check_datasets(path: str | Path | None = None) -> list[str]:

@@ -32,8 +32,8 @@ if __package__ in (None, ""):  # run as a script (by DVC): make the project impo
 import numpy as np
 
 from pipeline import common, plots
-from pipeline.baseline import read_baseline
 from pipeline.common import StageError, run_stage
+from pipeline.reports import read_baseline
 
 SUMMARY_KEYS = ("test_accuracy", "test_loss", "train_seconds", "epochs")
 

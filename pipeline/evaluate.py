@@ -34,20 +34,8 @@ from mininn.metrics import confusion_matrix
 from mininn.training import evaluate, predict
 from pipeline import common, plots
 from pipeline.common import StageError, run_stage
-from pipeline.train import build, model_params, train_params
-
-
-def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, classes: Sequence[str]) -> dict:
-    """test_accuracy, macro_f1 and per_class_accuracy (recall by class name), as evaluate's."""
-    from sklearn.metrics import f1_score
-
-    matrix = mininn.metrics.confusion_matrix(y_true, y_pred, num_classes=len(classes))
-    per_class = np.diag(matrix) / np.maximum(matrix.sum(axis=1), 1)
-    return {
-        "test_accuracy": float(np.mean(y_pred == y_true)),
-        "macro_f1": float(f1_score(y_true, y_pred, average="macro")),
-        "per_class_accuracy": dict(zip(classes, per_class.tolist(), strict=True)),
-    }
+from pipeline.recipe import build, model_params, train_params
+from pipeline.reports import classification_metrics
 
 
 def main(argv: Sequence[str] | None = None) -> int:

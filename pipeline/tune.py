@@ -10,7 +10,7 @@ Params: ``tune.*`` (the search space, number of trials, concurrency, ASHA settin
 the per-trial epoch budget) and, as every trial's starting point, ``model.*`` and
 ``train.*`` (``train.epochs`` and ``train.patience`` are replaced by the budget and ASHA).
 
-Each trial trains the pipeline's network (:func:`pipeline.train.build`) through
+Each trial trains the pipeline's network (:func:`pipeline.recipe.build`) through
 :func:`mininn.training.fit` on the training split and reports the validation loss
 and accuracy after every epoch; ASHA (Li et al. 2020, "A System for Massively
 Parallel Hyperparameter Tuning", https://arxiv.org/abs/1810.05934) stops the weak
@@ -63,7 +63,7 @@ import numpy as np
 
 import mininn
 from mininn.training import fit
-from pipeline import common, train
+from pipeline import common, recipe
 from pipeline.common import StageError, run_stage
 from pipeline.tune_config import check_concurrency, exp_args, sweep_name, tune_params
 from pipeline.tune_report import choose_best, collect, write_outputs
@@ -123,8 +123,8 @@ def train_trial(config: dict[str, Any], *, data: tuple[np.ndarray, ...], setup: 
     try:
         with threadpool_limits(setup["threads"]):
             mininn.manual_seed(train_p["seed"])  # the initial weights depend on params only
-            model = train.build(setup["dataset"], model_p, train_p["dtype"])
-            optimizer = train.build_optimizer(model, train_p)
+            model = recipe.build(setup["dataset"], model_p, train_p["dtype"])
+            optimizer = recipe.build_optimizer(model, train_p)
             loader = mininn.DataLoader(
                 x_train,
                 y_train,
@@ -263,12 +263,14 @@ def connect(ray, p: dict[str, Any], data_bytes: int) -> str:
         ray.init(
             address=address, runtime_env=runtime_env, log_to_driver=False, logging_level="WARNING"
         )
-    except (ConnectionError, RuntimeError, TimeoutError) as exc:
+    except (ConnectionError, RuntimeError, TimeoutError, ray.exceptions.RayError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        token = isinstance(exc, ray.exceptions.AuthenticationError)
+        fix = ("give this machine the cluster's token (RAY_AUTH_TOKEN or ~/.ray/auth_token)"
+               if token else "check `ray status` there")  # fmt: skip
         raise StageError(
-            f"RAY_ADDRESS={address}: cannot join the Ray cluster ({first}); check "
-            "`ray status` there, or unset RAY_ADDRESS to run on this "
-            "machine"
+            f"RAY_ADDRESS={address}: cannot join the Ray cluster ({first[:200]}); {fix}, or "
+            "unset RAY_ADDRESS to run on this machine"
         ) from None
     cpus = ray.cluster_resources().get("CPU", 0)
     nodes = sum(1 for node in ray.nodes() if node.get("Alive"))
@@ -290,7 +292,7 @@ def search_space(space: Mapping[str, tuple[str, Any]]) -> dict[str, Any]:
     return {name: make[distribution](args) for name, (distribution, args) in space.items()}
 
 
-def _progress(total_hint: int, budget: int):
+def _progress(budget: int):
     """A Tune callback that prints one line per trial event on stderr."""
     from ray import tune
 
@@ -384,7 +386,7 @@ def run_sweep(
                 verbose=0,
                 failure_config=tune.FailureConfig(max_failures=p["max_failures"]),
                 checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-                callbacks=[_progress(p["num_samples"], p["epochs"])],
+                callbacks=[_progress(p["epochs"])],
             ),
         )
     return tuner.fit()
@@ -431,7 +433,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
 
     p = tune_params(args.params)
-    model_p, train_p = train.model_params(args.params), train.train_params(args.params)
+    model_p, train_p = recipe.model_params(args.params), recipe.train_params(args.params)
     ray = import_ray()
     data = read_data(args.prepared / p["dataset"], train_p["dtype"])
     setup = {

@@ -18,7 +18,7 @@ from typing import Any
 
 from mininn.data import DATASETS
 from mininn.models import ACTIVATIONS
-from pipeline import common, train
+from pipeline import common, recipe
 from pipeline.common import StageError
 
 KEYS = (
@@ -61,7 +61,7 @@ SWEEPABLE: dict[str, tuple[str, Any]] = {
         "real",
         lambda v, k: common.check_number(v, k, minimum=0, maximum=1, max_inclusive=False),
     ),
-    "train.optimizer": ("categorical", lambda v, k: common.check_choice(v, k, train.OPTIMIZERS)),
+    "train.optimizer": ("categorical", lambda v, k: common.check_choice(v, k, recipe.OPTIMIZERS)),
     "train.lr": ("real", lambda v, k: common.check_number(v, k, minimum=0, min_inclusive=False)),
     "train.weight_decay": ("real", lambda v, k: common.check_number(v, k, minimum=0)),
     "train.momentum": ("real", lambda v, k: common.check_number(v, k, minimum=0, maximum=1)),
@@ -113,7 +113,7 @@ def check_space(space: Any) -> dict[str, tuple[str, Any]]:
 
     ``grid: [...]`` tries every value (times ``num_samples``), ``randint: [low, high]``
     draws an integer with both bounds included. Every value and bound is checked with
-    the rule ``pipeline/train.py`` applies to that key.
+    the rule ``pipeline/recipe.py`` applies to that key.
 
     Raises:
         StageError: the space is empty, names an unknown section or parameter, or a
