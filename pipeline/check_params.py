@@ -27,7 +27,7 @@ if __package__ in (None, ""):  # run as a script: make the project importable
 from pipeline import common
 from pipeline.common import StageError, run_stage
 from pipeline.prepare import prepare_params
-from pipeline.recipe import baseline_params, model_params, train_params
+from pipeline.recipe import baseline_params, resolved_params
 
 
 def check_datasets(path: str | Path | None = None) -> list[str]:
@@ -50,10 +50,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--params", type=Path, default=common.PARAMS_FILE)
     args = parser.parse_args(argv)
-    check_datasets(args.params)
+    datasets = check_datasets(args.params)
     prepare_params(args.params)
-    model_params(args.params)
-    train_params(args.params)
+    for dataset in datasets:  # model:, train: and every dataset's overrides
+        resolved_params(dataset, args.params)
     baseline_params(args.params)
     return 0
 

@@ -3,16 +3,23 @@
     python pipeline/compare.py --out reports
 
 Inputs, per dataset D: ``reports/D/metrics.json`` and ``reports/D/history.csv``
-(evaluate), ``models/D/steps.csv`` (train), ``models/D/torch/baseline.json``,
-``history.csv`` and ``steps.csv`` (baseline). Params: ``datasets``.
-Outputs in ``--out``: ``comparison.json`` (numeric metrics per dataset: both test
-accuracies and their difference, the largest per-epoch train/val loss differences
-and per-step relative loss difference, ``|a - b| / max(|a|, |b|)``, both training
-times and their ratio, the number of params keys where an ingested baseline
-differs; finite numbers only, so any JSON reader takes it), ``comparison.png``,
-``comparison.md`` (the README's results table) and, per dataset,
-``D/torch_metrics.json`` and ``D/torch_history.csv`` (overlaid with evaluate's files
-by dvc.yaml's plots).
+(evaluate), ``models/D/steps.csv`` (train), ``models/D/torch/baseline.json`` (with
+PyTorch's step losses) and its DVCLive folder ``live/`` (baseline). Params: ``datasets``.
+
+The twin starts from the same weights and trains on the same augmented batches
+with the same Dropout masks, optimizer, schedule, label smoothing and clipping, so
+the two runs differ by floating-point rounding only: the report leads with the
+relative difference of every step's loss, ``|a - b| / max(|a|, |b|)`` (0 for two
+zero losses), its largest and median value per dataset.
+
+Outputs in ``--out``: ``comparison.md`` (first table: the per-step relative
+difference; second: test accuracy and loss, training time of both frameworks; the
+README quotes them), ``comparison.json`` (the same numbers per dataset; finite
+numbers only, so any JSON reader takes it), ``comparison.png`` (per dataset: loss
+and accuracy per epoch of both frameworks, and the per-step relative difference on
+a log scale) and, per dataset, ``D/torch_metrics.json`` (PyTorch's test metrics,
+the keys of evaluate's) and ``D/torch_history.csv`` (PyTorch's history, overlaid
+with evaluate's ``history.csv`` by dvc.yaml's plots).
 """
 
 from __future__ import annotations
@@ -33,9 +40,32 @@ import numpy as np
 
 from pipeline import common, plots
 from pipeline.common import StageError, run_stage
-from pipeline.reports import read_baseline
+from pipeline.reports import (
+    LIVE_DIR,
+    METRIC_KEYS,
+    read_baseline,
+    read_history,
+    read_steps,
+    write_table,
+)
 
 SUMMARY_KEYS = ("test_accuracy", "test_loss", "train_seconds", "epochs")
+
+
+def relative_differences(a: Sequence[float], b: Sequence[float]) -> np.ndarray:
+    """|a_i - b_i| / max(|a_i|, |b_i|) per element, a pair of zeros counting as 0.
+
+    Symmetric, in [0, 2], and finite for a loss of exactly 0 (dividing by ``|b_i|``
+    alone gives infinity there, which JSON cannot hold).
+    """
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    scale = np.maximum(np.abs(a), np.abs(b))
+    return np.divide(np.abs(a - b), scale, out=np.zeros_like(scale), where=scale > 0)
+
+
+def max_relative_difference(a: Sequence[float], b: Sequence[float]) -> float:
+    """The largest of :func:`relative_differences`, 0 for empty sequences."""
+    return float(relative_differences(a, b).max(initial=0.0))
 
 
 def _max_abs_diff(a: Sequence[float], b: Sequence[float]) -> float:
@@ -43,25 +73,20 @@ def _max_abs_diff(a: Sequence[float], b: Sequence[float]) -> float:
     return float(np.max(np.abs(np.subtract(a[:n], b[:n])))) if n else 0.0
 
 
-def max_relative_difference(a: Sequence[float], b: Sequence[float]) -> float:
-    """max_i |a_i - b_i| / max(|a_i|, |b_i|), a pair of zeros counting as 0.
-
-    Symmetric, in [0, 2], and finite for a loss of exactly 0 (dividing by ``|b_i|``
-    alone gives infinity there, which JSON cannot hold).
-    """
-    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
-    scale = np.maximum(np.abs(a), np.abs(b))
-    ratio = np.divide(np.abs(a - b), scale, out=np.zeros_like(scale), where=scale > 0)
-    return float(ratio.max(initial=0.0))
-
-
 def summarise(
-    metrics: dict, history: dict, steps: list[float], baseline: dict, torch_history: dict
-) -> dict[str, Any]:
-    """One dataset's comparison: numeric scalars only (``dvc metrics show`` reads them)."""
+    metrics: dict, history: Any, steps: Sequence[float], baseline: dict, torch_history: Any,
+    torch_steps: Sequence[float],
+) -> dict[str, Any]:  # fmt: skip
+    """One dataset's comparison: numeric scalars only (any JSON reader takes it)."""
     torch_metrics = baseline["metrics"]
-    n = min(len(steps), len(baseline.get("steps", [])))
-    summary = {
+    n = min(len(steps), len(torch_steps))
+    summary: dict[str, Any] = {}
+    if n:  # an ingested baseline may have no per-step losses
+        rel = relative_differences(steps[:n], torch_steps[:n])
+        summary["steps"] = {"compared": n, "max_rel_diff": float(rel.max()),
+                            "median_rel_diff": float(np.median(rel)),
+                            "max_at_step": int(rel.argmax()) + 1}  # fmt: skip
+    summary.update({
         "mininn": {k: metrics[k] for k in SUMMARY_KEYS},
         "pytorch": {k: torch_metrics[k] for k in SUMMARY_KEYS},
         "test_accuracy_diff": metrics["test_accuracy"] - torch_metrics["test_accuracy"],
@@ -70,21 +95,18 @@ def summarise(
         # read_baseline checked that PyTorch's train_seconds is positive
         "time_ratio": metrics["train_seconds"] / torch_metrics["train_seconds"],
         "params_mismatch": len(baseline.get("params_mismatch", [])),
-    }
-    if n:  # an ingested baseline may have no per-step losses
-        summary["max_step_loss_rel_diff"] = max_relative_difference(
-            steps[:n], baseline["steps"][:n]
-        )
+    })  # fmt: skip
     return summary
 
 
-def figure(histories: dict[str, dict[str, dict]]) -> bytes:
-    """Per dataset (rows): loss and accuracy per epoch, mininn and PyTorch, train and val."""
-    fig = plots._figure(10, 3.6 * len(histories))
-    axes = np.atleast_2d(fig.subplots(len(histories), 2, squeeze=False))
+def figure(histories: dict[str, dict[str, Any]], step_diffs: dict[str, np.ndarray]) -> bytes:
+    """Per dataset (rows): loss and accuracy per epoch of both frameworks (train dashed,
+    val solid), and the per-step relative difference of the losses (log scale)."""
+    fig = plots._figure(15, 3.6 * len(histories))
+    axes = np.atleast_2d(fig.subplots(len(histories), 3, squeeze=False))
     for row, (dataset, runs) in zip(axes, histories.items(), strict=True):
         for k, (label, h) in enumerate(runs.items()):
-            for ax, quantity in zip(row, ("loss", "accuracy"), strict=True):
+            for ax, quantity in zip(row, ("loss", "accuracy"), strict=False):
                 ax.plot(
                     h["epoch"], h[f"train_{quantity}"], "--", color=f"C{k}", label=f"{label} train"
                 )
@@ -92,26 +114,72 @@ def figure(histories: dict[str, dict[str, dict]]) -> bytes:
                 ax.set(title=f"{dataset}: {quantity}", xlabel="epoch", ylabel=quantity)
                 ax.grid(alpha=0.3)
                 ax.legend(fontsize="small")
-    fig.suptitle("mininn vs PyTorch: same initial weights, same batches")
+        ax = row[2]
+        rel = step_diffs.get(dataset, np.zeros(0))
+        if len(rel):
+            steps = np.arange(1, len(rel) + 1)
+            shown = rel > 0  # a log axis cannot show exact agreement: counted in the title
+            ax.plot(steps[shown], rel[shown], ",", color="C2", alpha=0.6)
+            ax.axhline(float(np.median(rel)), color="C3", lw=1,
+                       label=f"median {np.median(rel):.1e}")  # fmt: skip
+            ax.set_yscale("log")
+            ax.legend(fontsize="small")
+            equal = int((~shown).sum())
+            title = f"{dataset}: |rel. diff.| of each step's loss"
+            ax.set_title(title + (f" ({equal} equal)" if equal else ""))
+        else:
+            ax.set_title(f"{dataset}: no per-step losses in the baseline")
+        ax.set(xlabel="step", ylabel="|mininn - PyTorch| / max")
+        ax.grid(alpha=0.3, which="both")
+    fig.suptitle("mininn vs PyTorch: same weights, batches, Dropout masks and recipe")
     return plots._png(fig)
 
 
-def table(summary: dict[str, dict], notes: list[str]) -> str:
-    """The Markdown results table (and notes) that the README quotes."""
-    lines = [
-        "| dataset | mininn test acc. | PyTorch test acc. | difference | max epoch loss diff. "
-        "(train / val) | max step loss rel. diff. | mininn s | PyTorch s | time ratio |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
-    ]
-    for dataset, s in summary.items():
-        m, t = s["mininn"], s["pytorch"]
-        lines.append(
-            f"| {dataset} | {m['test_accuracy']:.4f} | {t['test_accuracy']:.4f} | "
-            f"{s['test_accuracy_diff']:+.4f} | {s['max_train_loss_diff']:.2e} / "
-            f"{s['max_val_loss_diff']:.2e} | {s.get('max_step_loss_rel_diff', float('nan')):.2e} | "
-            f"{m['train_seconds']:.1f} | {t['train_seconds']:.1f} | {s['time_ratio']:.2f} |"
-        )
-    return "\n".join([*lines, "", *notes]) + "\n"
+def markdown(table: Any, left: Sequence[str] = ("dataset",)) -> str:
+    """A DataFrame as a GitHub Markdown table; the ``left`` columns left-aligned, the
+    others (numbers) right-aligned. Cells are written as they are (format them first)."""
+    columns = [str(c) for c in table.columns]
+    lines = ["| " + " | ".join(columns) + " |",
+             "| " + " | ".join("---" if c in left else "---:" for c in columns) + " |"]  # fmt: skip
+    for values in table.astype(str).itertuples(index=False):
+        lines.append("| " + " | ".join(values) + " |")
+    return "\n".join(lines)
+
+
+def tables(summary: dict[str, dict], notes: list[str]) -> str:
+    """comparison.md: the per-step relative difference first, then the results."""
+    import pandas as pd
+
+    steps = pd.DataFrame([
+        {"dataset": d, "steps": s["steps"]["compared"],
+         "largest rel. diff.": f"{s['steps']['max_rel_diff']:.2e}",
+         "at step": s["steps"]["max_at_step"],
+         "median rel. diff.": f"{s['steps']['median_rel_diff']:.2e}"}
+        for d, s in summary.items() if "steps" in s
+    ])  # fmt: skip
+    results = pd.DataFrame([
+        {"dataset": d, "mininn test acc.": f"{s['mininn']['test_accuracy']:.4f}",
+         "PyTorch test acc.": f"{s['pytorch']['test_accuracy']:.4f}",
+         "difference": f"{s['test_accuracy_diff']:+.4f}",
+         "mininn test loss": f"{s['mininn']['test_loss']:.4f}",
+         "PyTorch test loss": f"{s['pytorch']['test_loss']:.4f}",
+         "epochs": s["mininn"]["epochs"],
+         "mininn s": f"{s['mininn']['train_seconds']:.1f}",
+         "PyTorch s": f"{s['pytorch']['train_seconds']:.1f}",
+         "time ratio": f"{s['time_ratio']:.2f}"}
+        for d, s in summary.items()
+    ])  # fmt: skip
+    parts = []
+    if len(steps):
+        parts += [
+            "Per-step loss, mininn against PyTorch (float rounding only: same weights, "
+            "batches, Dropout masks and recipe); relative difference |a - b| / max(|a|, |b|):",
+            "",
+            markdown(steps),
+            "",
+        ]  # fmt: skip
+    parts += [markdown(results), "", *notes]
+    return "\n".join(parts).rstrip("\n") + "\n"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -128,43 +196,40 @@ def main(argv: Sequence[str] | None = None) -> int:
     for dataset in datasets:
         common.check_dataset(dataset)
 
-    summary, histories, notes, copies = {}, {}, [], {}
+    summary, histories, step_diffs, notes, copies = {}, {}, {}, [], {}
     for dataset in datasets:
         reports, torch_dir = args.out / dataset, args.models / dataset / "torch"
         baseline = read_baseline(torch_dir / "baseline.json", dataset)
-        history, torch_history = (
-            plots.read_history(p / "history.csv") for p in (reports, torch_dir)
-        )
-        steps = plots.read_history(args.models / dataset / "steps.csv")["loss"]
+        history = read_history(reports / "history.csv")
+        torch_history = read_history(torch_dir / LIVE_DIR)
+        steps = read_steps(args.models / dataset / "steps.csv")
+        torch_steps = baseline.get("steps", [])
         metrics = common.read_json(reports / "metrics.json")
         missing = [k for k in SUMMARY_KEYS if not isinstance(metrics, dict) or k not in metrics]
         if missing:
             raise StageError(
                 f"{reports / 'metrics.json'}: missing {missing}; run `dvc repro evaluate@{dataset}`"
             )
-        summary[dataset] = summarise(metrics, history, steps, baseline, torch_history)
+        summary[dataset] = summarise(metrics, history, steps, baseline, torch_history,
+                                     torch_steps)  # fmt: skip
+        n = min(len(steps), len(torch_steps))
+        step_diffs[dataset] = relative_differences(steps[:n], torch_steps[:n])
         histories[dataset] = {"mininn": history, "PyTorch": torch_history}
-        copies[dataset] = (baseline["metrics"], (torch_dir / "history.csv").read_bytes())
+        torch_metrics = {k: baseline["metrics"][k] for k in METRIC_KEYS}
+        copies[dataset] = (torch_metrics, torch_history)
         if baseline.get("params_mismatch"):
             notes.append(f"- {dataset}: the PyTorch baseline was ingested from a run with other "
                          f"params: {', '.join(baseline['params_mismatch'])}.")  # fmt: skip
-        if baseline["params"]["model"].get("dropout", 0):
-            notes.append(f"- {dataset}: with Dropout, each framework draws its own masks: the "
-                         "differences are statistical, not only floating point; the per-step "
-                         "relative difference then measures the noise of steps whose loss is "
-                         "near zero, and is meaningful only without Dropout (floating point: "
-                         "below 1e-9 in float64).")  # fmt: skip
 
-    png, markdown = figure(histories), table(summary, notes)  # everything computed first
+    png, text = figure(histories, step_diffs), tables(summary, notes)  # everything computed first
     common.write_json(args.out / "comparison.json", summary)
-    for dataset, (torch_metrics, history_bytes) in copies.items():
+    for dataset, (torch_metrics, torch_history) in copies.items():
         common.write_json(args.out / dataset / "torch_metrics.json", torch_metrics)
-        with common.atomic_file(args.out / dataset / "torch_history.csv") as tmp:
-            tmp.write_bytes(history_bytes)
-    for name, data in (("comparison.png", png), ("comparison.md", markdown.encode())):
+        write_table(args.out / dataset / "torch_history.csv", torch_history)
+    for name, data in (("comparison.png", png), ("comparison.md", text.encode())):
         with common.atomic_file(args.out / name) as tmp:
             tmp.write_bytes(data)
-    print(markdown, file=sys.stderr)
+    print(text, file=sys.stderr)
     return 0
 
 

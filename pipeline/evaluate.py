@@ -3,13 +3,17 @@
     python pipeline/evaluate.py --dataset mnist --prepared data/prepared/mnist \\
         --model models/mnist --out reports/mnist
 
-Inputs: ``--model``, train's ``model.npz`` and ``history.csv``; ``--prepared``, the
-``val`` and ``test`` splits. Params: ``model.*`` (to rebuild the network),
-``train.dtype``. Outputs in ``--out`` (committed to git): ``metrics.json``,
-``history.csv`` (a copy of train's), ``confusion.csv`` (``actual,predicted`` class
-names, one row per test image, for DVC's confusion template),
-``classification_report.txt`` (scikit-learn), ``learning_curves.png`` and
-``confusion.png``.
+Inputs: ``--model``, train's ``model.npz`` and DVCLive folder ``live/``; ``--prepared``,
+the ``val`` and ``test`` splits. Params: the dataset's recipe (``model:``, ``train:``
+and ``overrides:``): the network to rebuild, ``train.dtype``, and
+``train.label_smoothing`` (the losses are the training criterion's, as in the
+history). Outputs in ``--out`` (committed to git): ``metrics.json`` (a few scalars:
+test and validation accuracy and loss, macro F1, training seconds, epochs),
+``history.csv`` (the DVCLive history as one table, for ``dvc plots``),
+``confusion.csv`` (``actual,predicted`` class names, one row per test image, for
+DVC's confusion template), ``classification_report.txt`` (scikit-learn: precision,
+recall, i.e. the per-class accuracy, and F1 of each class), ``learning_curves.png``
+and ``confusion.png``.
 """
 
 from __future__ import annotations
@@ -34,8 +38,8 @@ from mininn.metrics import confusion_matrix
 from mininn.training import evaluate, predict
 from pipeline import common, plots
 from pipeline.common import StageError, run_stage
-from pipeline.recipe import build, model_params, train_params
-from pipeline.reports import classification_metrics
+from pipeline.recipe import build, build_loss, resolved_params
+from pipeline.reports import LIVE_DIR, METRIC_KEYS, classification_metrics, read_history
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -50,9 +54,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     info = common.check_dataset(args.dataset, DATASETS)
     classes = info.classes
-    dtype = train_params(args.params)["dtype"]  # the whole section checked, as train does
+    params = resolved_params(args.dataset, args.params)  # checked whole, as train does
+    dtype = params["train"]["dtype"]
 
-    model = build(args.dataset, model_params(args.params), dtype)
+    model = build(args.dataset, params["model"], dtype)
     model_file = args.model / "model.npz"
     try:
         state = mininn.load(model_file)
@@ -67,11 +72,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"evaluate@{args.dataset}: {model_file} holds NaN or infinite weights (a diverged "
             f"training); run `dvc repro train@{args.dataset}`"
         )
-    history = plots.read_history(args.model / "history.csv")
+    history = read_history(args.model / LIVE_DIR)
     x_test, y_test = common.read_prepared(args.prepared, "test", dtype, info.num_classes)
     x_val, y_val = common.read_prepared(args.prepared, "val", dtype, info.num_classes)
 
-    loss_fn = mininn.CrossEntropyLoss()
+    loss_fn = build_loss(params["train"])
     logits = predict(model, x_test)
     y_pred = logits.argmax(axis=1)
     val = evaluate(model, loss_fn, x_val, y_val, metric="accuracy")
@@ -79,9 +84,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     metrics = classification_metrics(y_test, y_pred, classes)
     metrics.update(
         test_loss=float(loss_fn(logits, y_test)), val_accuracy=val["accuracy"],
-        val_loss=val["loss"], train_seconds=float(sum(history["seconds"])),
-        epochs=len(history["epoch"]),
+        val_loss=val["loss"], train_seconds=float(history["seconds"].sum()),
+        epochs=len(history),
     )  # fmt: skip
+    metrics = {key: metrics[key] for key in METRIC_KEYS}  # per class: the report
     report = classification_report(
         y_test, y_pred, labels=range(len(classes)), target_names=classes, digits=4,
         zero_division=0,
@@ -89,7 +95,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     confusion_rows = [f"{classes[a]},{classes[p]}" for a, p in zip(y_test, y_pred, strict=True)]
 
     writes = {  # everything computed first: a failure leaves no half-written report
-        "history.csv": (args.model / "history.csv").read_bytes(),
+        "history.csv": history.to_csv(index=False, lineterminator="\n").encode(),
         "confusion.csv": "\n".join(["actual,predicted", *confusion_rows, ""]).encode(),
         "classification_report.txt": report.encode(),
         "learning_curves.png": plots.learning_curves_png({"mininn": history}, args.dataset),

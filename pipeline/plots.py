@@ -9,38 +9,10 @@ software version: the same data gives the same bytes.
 
 from __future__ import annotations
 
-import csv
 import io
-import os
 from collections.abc import Mapping, Sequence
 
 import numpy as np
-
-from pipeline.common import StageError
-
-
-def read_history(path: str | os.PathLike) -> dict[str, list[float]]:
-    """Read a history CSV (``epoch,train_loss,...``) into ``{column: values}``.
-
-    ``epoch`` comes back as ints, every other column as floats.
-
-    Raises:
-        StageError: the file is missing, empty, or a value is not a number.
-    """
-    try:
-        with open(path, encoding="utf-8", newline="") as f:
-            rows = list(csv.DictReader(f))
-    except FileNotFoundError:
-        raise StageError(f"{path} not found; run the stage that writes it first") from None
-    if not rows:
-        raise StageError(f"{path}: expected a header and one row per epoch, got no rows")
-    try:
-        return {
-            column: [int(r[column]) if column == "epoch" else float(r[column]) for r in rows]
-            for column in rows[0]
-        }
-    except (TypeError, ValueError) as exc:
-        raise StageError(f"{path}: expected numbers in every column: {exc}") from None
 
 
 def _png(fig) -> bytes:
@@ -64,7 +36,8 @@ def learning_curves_png(
     """Two panels, loss and accuracy against epoch, train (dashed) and val (solid).
 
     Args:
-        histories: label -> history columns (as :func:`read_history` returns), e.g.
+        histories: label -> history columns (a DataFrame of
+            :func:`pipeline.reports.read_history`, or a dict of lists), e.g.
             ``{"mininn": h}`` or ``{"mininn": h, "PyTorch": h_torch}`` to overlay runs.
         title: the figure's title, e.g. the dataset name.
     Returns:

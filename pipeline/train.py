@@ -2,15 +2,30 @@
 
     python pipeline/train.py --dataset mnist --prepared data/prepared/mnist --out models/mnist
 
-Inputs: ``--prepared``, the ``train`` and ``val`` splits from ``prepare``.
-Params: ``model.*`` (hidden_sizes, activation, batch_norm, dropout) and ``train.*``
-(optimizer, lr, weight_decay, momentum, batch_size, epochs, patience, seed, dtype).
-Outputs in ``--out``: ``model.npz`` (the state dict), ``history.csv`` (one row per
-epoch) and ``steps.csv`` (the loss of every optimisation step), written only when
-training succeeds: a NaN or infinity in a step's loss, or after an epoch in the
-validation loss, a parameter or a buffer, stops the stage with nothing written.
-Same params, same seed, same machine and BLAS kernel: byte-identical ``model.npz``
-and ``steps.csv`` (``history.csv``'s ``seconds`` column is wall-clock time).
+Inputs: ``--prepared``, the ``train`` and ``val`` splits (and ``stats.json``) from
+``prepare``. Params: the recipe of the dataset, ``model:`` and ``train:`` with
+``overrides.<dataset>`` merged over them (pipeline/recipe.py): the network, the
+optimizer, the learning-rate scheduler, label smoothing, gradient clipping,
+augmentation, batch size, epochs, early stopping, seed and dtype.
+Outputs in ``--out``: ``model.npz`` (the state dict), ``steps.csv`` (the loss of every
+optimisation step) and ``live/``, the DVCLive folder, written as training goes:
+``params.yaml``, ``metrics.json`` (the last epoch, with ``step`` = the epoch) and
+``plots/metrics/<name>.tsv`` (one row per epoch of train_loss, train_accuracy,
+val_loss, val_accuracy, lr and seconds). A NaN or infinity in a step's loss, or
+after an epoch in the validation loss, a parameter or a buffer, stops the stage
+with nothing written.
+
+Resuming: after every epoch, ``fit`` saves everything needed to continue to
+``<checkpoints>/<dataset>/train-<fingerprint>.npz`` (default ``checkpoints/`` beside
+the params file), outside the stage's outputs, which DVC deletes before it reruns
+the stage. Run again after an interruption (Ctrl-C, a killed process, a machine
+that went away), the stage continues after the last finished epoch and ends with
+the same bytes as an uninterrupted run. The fingerprint covers the params, the
+prepared files and the code (this script, the modules it imports, ``mininn/``): a
+change of any starts over and removes the older checkpoint. A finished or
+diverged run removes its checkpoint.
+Same params, same seed, same machine and BLAS kernel: byte-identical ``model.npz``,
+``steps.csv`` and DVCLive files (``seconds`` aside, which is wall-clock time).
 """
 
 from __future__ import annotations
@@ -31,48 +46,78 @@ from mininn.data import DATASETS
 from mininn.training import fit
 from pipeline import common
 from pipeline.common import StageError, run_stage
-from pipeline.recipe import build, build_optimizer, model_params, train_params
-from pipeline.reports import HISTORY_COLUMNS, write_csv
+from pipeline.recipe import (
+    build_run,
+    checkpoint_file,
+    divergence_guard_of,
+    remove_checkpoint,
+    resolved_params,
+    saved_history,
+)
+from pipeline.reports import LIVE_DIR, LiveHistory, discard_live, write_steps
+
+CODE = ("pipeline/train.py", "pipeline/recipe.py", "pipeline/reports.py", "pipeline/common.py")
+"""The stage's code besides ``mininn/`` (dvc.yaml's deps): part of the checkpoint's fingerprint."""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dataset", required=True, help="a name from params.yaml's datasets")
     parser.add_argument("--prepared", required=True, type=Path, help="prepare's output folder")
-    parser.add_argument("--out", required=True, type=Path, help="folder for the three outputs")
+    parser.add_argument("--out", required=True, type=Path, help="folder for the outputs")
     parser.add_argument("--params", type=Path, default=common.PARAMS_FILE)
+    parser.add_argument("--checkpoints", type=Path, default=None,
+                        help="folder of the resumable checkpoints (default: checkpoints/ "
+                             "beside the params file)")  # fmt: skip
     args = parser.parse_args(argv)
+    where = f"train@{args.dataset}"
     num_classes = common.check_dataset(args.dataset, DATASETS).num_classes
-    model_p, train_p = model_params(args.params), train_params(args.params)
+    params = resolved_params(args.dataset, args.params)
+    train_p = params["train"]
 
     x_train, y_train = common.read_prepared(args.prepared, "train", train_p["dtype"], num_classes)
     val_data = common.read_prepared(args.prepared, "val", train_p["dtype"], num_classes)
-    mininn.manual_seed(train_p["seed"])  # the initial weights depend on params only
-    model = build(args.dataset, model_p, train_p["dtype"])
-    optimizer = build_optimizer(model, train_p)
-    loader = mininn.DataLoader(
-        x_train, y_train, batch_size=train_p["batch_size"], shuffle=True, seed=train_p["seed"]
-    )
-    guard = common.divergence_guard(lambda: model.state_dict().items(), train_p["lr"])
-    try:
-        history = fit(
-            model, mininn.CrossEntropyLoss(), optimizer, loader, epochs=train_p["epochs"],
-            val_data=val_data, metric="accuracy", patience=train_p["patience"], desc=args.dataset,
-            on_epoch_end=guard,
-        )  # fmt: skip
-    except FloatingPointError as exc:
-        raise StageError(f"train@{args.dataset}: {exc}; nothing was written") from exc
+    run = build_run(args.dataset, params, x_train, y_train, common.read_stats(args.prepared))
+    folder = args.checkpoints or Path(args.params).resolve().parent / "checkpoints"
+    checkpoint = checkpoint_file(folder, "train", args.dataset, params, args.prepared, CODE)
 
-    rows = [[row[c] for c in HISTORY_COLUMNS] for row in history.epochs]
-    steps = [[i, loss] for i, loss in enumerate(history.step_losses, start=1)]
-    with common.atomic_file(args.out / "model.npz") as tmp:
-        mininn.save(model.state_dict(), tmp)
-    write_csv(args.out / "history.csv", HISTORY_COLUMNS, rows)
-    write_csv(args.out / "steps.csv", ("step", "loss"), steps)
-    last = history.epochs[-1]
+    live_dir = args.out / LIVE_DIR
+    guard = divergence_guard_of(lambda: run.model.state_dict().items(), train_p)
+    try:
+        live = LiveHistory(live_dir, {"dataset": args.dataset, **params})
+        done = saved_history(checkpoint, where)
+        for row in done:  # DVCLive's files are rebuilt from the checkpoint
+            live.log(row)
+        if done:
+            print(f"{where}: continuing from {checkpoint} after epoch {len(done)}",
+                  file=sys.stderr)  # fmt: skip
+
+        def on_epoch_end(row: dict) -> None:
+            guard(row)
+            live.log(row)
+
+        history = fit(
+            run.model, run.loss_fn, run.optimizer, run.loader, epochs=train_p["epochs"],
+            val_data=val_data, metric="accuracy", patience=train_p["patience"],
+            desc=args.dataset, on_epoch_end=on_epoch_end, scheduler=run.scheduler,
+            clip_grad_norm=train_p["clip_grad_norm"], checkpoint=checkpoint,
+        )  # fmt: skip
+        live.end()
+        with common.atomic_file(args.out / "model.npz") as tmp:
+            mininn.save(run.model.state_dict(), tmp)
+        write_steps(args.out / "steps.csv", history.step_losses)
+    except FloatingPointError as exc:
+        discard_live(live_dir)
+        remove_checkpoint(checkpoint)  # a diverged run would diverge again
+        raise StageError(f"{where}: {exc}; nothing was written") from exc
+    except BaseException:  # Ctrl-C included: the checkpoint stays, for the next run
+        discard_live(live_dir)
+        raise
+    remove_checkpoint(checkpoint)
+    seconds = sum(row["seconds"] for row in history.epochs)
     print(
-        f"train: {args.dataset}: {len(rows)} epochs, val_accuracy {last['val_accuracy']:.4f}, "
-        f"{sum(r[-1] for r in rows):.1f} s -> {args.out}",
+        f"train: {args.dataset}: {len(history.epochs)} epochs, val_accuracy "
+        f"{history.epochs[-1]['val_accuracy']:.4f}, {seconds:.1f} s -> {args.out}",
         file=sys.stderr,
     )
     return 0

@@ -1,22 +1,25 @@
 """The baseline and compare stages on tiny prepared data in tmp_path.
 
 The baseline's twin must reproduce train's run step for step (same initial
-weights, same batches): its per-step losses are checked against the ones train
-wrote, in float64 within 1e-9 relative and in float32 within 1e-4.
+weights, same augmented batches, same Dropout masks, the same recipe): its per-step
+losses are checked against the ones train wrote, in float64 within 1e-9 relative
+and in float32 within 1e-4, with every option of the default recipe on.
 """
 
 from __future__ import annotations
 
-import csv
 import json
+import shutil
 import sys
 
 import numpy as np
+import pandas as pd
 import pytest
 import yaml
 from _idx import write_prepared
 
-from pipeline import baseline, compare, evaluate, train
+from mininn.data import DATASETS
+from pipeline import baseline, compare, evaluate, recipe, reports, train
 from pipeline.common import StageError
 
 DATASET = "fashion-mnist"
@@ -26,11 +29,20 @@ PARAMS = {
     "model": {"hidden_sizes": [16, 8], "activation": "relu", "batch_norm": True, "dropout": 0.0},
     "train": {
         "optimizer": "adam", "lr": 0.01, "weight_decay": 0.0, "momentum": 0.9,
+        "betas": [0.9, 0.999], "scheduler": None, "label_smoothing": 0.0,
+        "clip_grad_norm": None, "augment": {"crop_padding": 0, "hflip": 0.0},
         "batch_size": 32, "epochs": 3, "patience": None, "seed": 3, "dtype": "float64",
     },
     "baseline": {"source": "run", "threads": 1},
 }  # fmt: skip
 STEP_RTOL = {"float64": 1e-9, "float32": 1e-4}
+RECIPE = {  # every option of the default recipe on; 15 steps an epoch
+    "model": {"dropout": 0.3, "batch_norm": True},
+    "train": {"optimizer": "adamw", "weight_decay": 0.01, "betas": [0.85, 0.99],
+              "scheduler": {"name": "OneCycleLR", "args": {"max_lr": 0.01}},
+              "label_smoothing": 0.1, "clip_grad_norm": 0.5,
+              "augment": {"crop_padding": 2, "hflip": 0.5}, "batch_size": 8, "epochs": 7},
+}  # fmt: skip
 
 
 def write_params(path, **sections):
@@ -54,17 +66,21 @@ def run_baseline(prepared, params, out):
     return baseline.main([*argv, "--params", str(params)])
 
 
-def read_csv(path):
-    with open(path, encoding="utf-8", newline="") as f:
-        return list(csv.DictReader(f))
+def run_sections(**changes):
+    """The params sections of the `run` fixture (RECIPE for 3 epochs), with ``changes``."""
+    sections = {"model": dict(RECIPE["model"]), "train": {**RECIPE["train"], "epochs": 3}}
+    for name, values in changes.items():
+        sections[name] = {**sections.get(name, {}), **values}
+    return sections
 
 
 @pytest.fixture(scope="module")
 def run(prepared, tmp_path_factory):
-    """One float64 run of train, evaluate and baseline: (root, params file)."""
+    """One float64 run of train, evaluate and baseline with the whole recipe (3 epochs):
+    (root, params file)."""
     pytest.importorskip("torch")
     root = tmp_path_factory.mktemp("run")
-    params = write_params(root / "params.yaml")
+    params = write_params(root / "params.yaml", **run_sections())
     models, reports = root / "models" / DATASET, root / "reports" / DATASET
     argv = ["--dataset", DATASET, "--prepared", str(prepared), "--params", str(params)]
     assert train.main([*argv, "--out", str(models)]) == 0
@@ -76,6 +92,10 @@ def run(prepared, tmp_path_factory):
 # ------------------------------------------------------------------ baseline: run
 
 
+def step_losses(folder):
+    return reports.read_steps(folder / "steps.csv")
+
+
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 def test_twin_per_step_losses_equal_train(prepared, tmp_path, dtype):
     pytest.importorskip("torch")
@@ -83,16 +103,47 @@ def test_twin_per_step_losses_equal_train(prepared, tmp_path, dtype):
     argv = ["--dataset", DATASET, "--prepared", str(prepared), "--params", str(params)]
     assert train.main([*argv, "--out", str(tmp_path / "mininn")]) == 0
     assert run_baseline(prepared, params, tmp_path / "torch") == 0
-    ours = [float(r["loss"]) for r in read_csv(tmp_path / "mininn" / "steps.csv")]
-    theirs = [float(r["loss"]) for r in read_csv(tmp_path / "torch" / "steps.csv")]
+    ours, theirs = step_losses(tmp_path / "mininn"), step_losses(tmp_path / "torch")
     assert len(ours) == len(theirs) == 3 * 4  # 3 epochs of ceil(120 / 32) batches
     np.testing.assert_allclose(ours, theirs, rtol=STEP_RTOL[dtype], atol=0)
-    ours_h = read_csv(tmp_path / "mininn" / "history.csv")
-    theirs_h = read_csv(tmp_path / "torch" / "history.csv")
-    assert list(ours_h[0]) == list(theirs_h[0]) == list(train.HISTORY_COLUMNS)
-    ours_loss = [float(r["train_loss"]) for r in ours_h]
-    theirs_loss = [float(r["train_loss"]) for r in theirs_h]
-    np.testing.assert_allclose(ours_loss, theirs_loss, rtol=STEP_RTOL[dtype])
+    ours_h = reports.read_history(tmp_path / "mininn" / "live")
+    theirs_h = reports.read_history(tmp_path / "torch" / "live")
+    assert list(ours_h.columns) == list(theirs_h.columns) == list(reports.HISTORY_COLUMNS)
+    np.testing.assert_allclose(ours_h["train_loss"], theirs_h["train_loss"], rtol=STEP_RTOL[dtype])
+
+
+def test_twin_of_the_whole_recipe_is_exact_step_by_step(prepared, tmp_path):
+    """Dropout, BatchNorm, AdamW, OneCycleLR, label smoothing, clipping, RandomCrop and
+    RandomHorizontalFlip, through the two stage scripts, in float64: every step's loss
+    agrees within 1e-9 (same masks, batches and schedule; rounding only)."""
+    pytest.importorskip("torch")
+    params = write_params(tmp_path / "params.yaml", model=RECIPE["model"],
+                          train={**RECIPE["train"], "dtype": "float64"})  # fmt: skip
+    argv = ["--dataset", DATASET, "--prepared", str(prepared), "--params", str(params)]
+    assert train.main([*argv, "--out", str(tmp_path / "mininn")]) == 0
+    assert run_baseline(prepared, params, tmp_path / "torch") == 0
+    ours, theirs = step_losses(tmp_path / "mininn"), step_losses(tmp_path / "torch")
+    assert len(ours) == len(theirs) == 7 * 15 >= 100
+    np.testing.assert_allclose(ours, theirs, rtol=1e-9, atol=0)
+    ours_h = reports.read_history(tmp_path / "mininn" / "live")
+    theirs_h = reports.read_history(tmp_path / "torch" / "live")
+    for column in ("val_loss", "lr"):
+        np.testing.assert_allclose(ours_h[column], theirs_h[column], rtol=1e-9, err_msg=column)
+    assert ours_h["lr"].nunique() == 7  # the schedule moved the lr every epoch
+
+
+def test_twin_needs_the_same_augmentation(prepared, tmp_path, monkeypatch):
+    """The exact agreement above is not a property of any two runs: a crop drawn from
+    another stream in the baseline parts the losses at the first step."""
+    pytest.importorskip("torch")
+    params = write_params(tmp_path / "params.yaml", model=RECIPE["model"],
+                          train={**RECIPE["train"], "dtype": "float64", "epochs": 1})  # fmt: skip
+    argv = ["--dataset", DATASET, "--prepared", str(prepared), "--params", str(params)]
+    assert train.main([*argv, "--out", str(tmp_path / "mininn")]) == 0
+    monkeypatch.setattr(recipe, "CROP_SEED", 99)  # the crop's own stream, another seed
+    assert run_baseline(prepared, params, tmp_path / "torch") == 0
+    ours, theirs = step_losses(tmp_path / "mininn"), step_losses(tmp_path / "torch")
+    assert abs(ours[0] - theirs[0]) > 1e-6 * ours[0]
 
 
 def test_baseline_json_has_the_format_and_evaluates_keys(run):
@@ -100,12 +151,14 @@ def test_baseline_json_has_the_format_and_evaluates_keys(run):
     out = root / "models" / DATASET / "torch"
     result = baseline.read_baseline(out / "baseline.json", DATASET)  # validates the format
     ours = json.loads((root / "reports" / DATASET / "metrics.json").read_text())
-    assert sorted(result["metrics"]) == sorted(ours)
-    assert sorted(result["metrics"]["per_class_accuracy"]) == sorted(ours["per_class_accuracy"])
+    assert sorted(result["metrics"]) == sorted([*ours, "per_class_accuracy"])
+    assert sorted(result["metrics"]["per_class_accuracy"]) == sorted(DATASETS[DATASET].classes)
     assert result["framework"] == "pytorch" and result["params_mismatch"] == []
     assert result["environment"]["threads"] == 1 and result["environment"]["device"] == "cpu"
     assert result["metrics"]["epochs"] == len(result["history"]) == 3
-    assert sorted(p.name for p in out.iterdir()) == ["baseline.json", "history.csv", "steps.csv"]
+    assert sorted(p.name for p in out.iterdir()) == ["baseline.json", "live", "steps.csv"]
+    assert sorted(p.name for p in (out / "live").iterdir()) == ["metrics.json", "params.yaml",
+                                                                "plots"]  # fmt: skip
 
 
 def test_classification_metrics_match_sklearn():
@@ -171,16 +224,18 @@ def ingest(run, tmp_path, mutate=None, **sections):
     (tmp_path / "baselines").mkdir(exist_ok=True)
     (tmp_path / "baselines" / f"{DATASET}.json").write_text(json.dumps(data), encoding="utf-8")
     source = {"source": "baselines/{dataset}.json"}  # relative to params.yaml's folder
-    params = write_params(tmp_path / "params.yaml", baseline=source, **sections)
+    params = write_params(tmp_path / "params.yaml", **run_sections(baseline=source, **sections))
     run_baseline(tmp_path / "no-data-needed", params, tmp_path / "out")
     return tmp_path / "out"
 
 
-def test_ingest_valid_file_rebuilds_the_csvs(run, tmp_path):
+def test_ingest_valid_file_rebuilds_the_outputs(run, tmp_path):
     out = ingest(run, tmp_path)
     original = run[0] / "models" / DATASET / "torch"
-    for name in ("history.csv", "steps.csv"):
-        assert (out / name).read_text() == (original / name).read_text()
+    assert (out / "steps.csv").read_text() == (original / "steps.csv").read_text()
+    for name in reports.LIVE_METRICS:
+        tsv = f"live/plots/metrics/{name}.tsv"
+        assert (out / tsv).read_text() == (original / tsv).read_text(), name
     assert json.loads((out / "baseline.json").read_text())["params_mismatch"] == []
 
 
@@ -264,19 +319,27 @@ def test_ingest_missing_file(tmp_path):
 
 def test_compare_writes_every_output(run):
     root, params = run
-    reports = root / "reports"
-    assert compare.main(["--out", str(reports), "--models", str(root / "models"),
+    out = root / "reports"
+    assert compare.main(["--out", str(out), "--models", str(root / "models"),
                          "--params", str(params)]) == 0  # fmt: skip
-    summary = json.loads((reports / "comparison.json").read_text())[DATASET]
-    ours = json.loads((reports / DATASET / "metrics.json").read_text())
-    theirs = json.loads((reports / DATASET / "torch_metrics.json").read_text())
-    assert sorted(theirs) == sorted(ours)
+    summary = json.loads((out / "comparison.json").read_text())[DATASET]
+    ours = json.loads((out / DATASET / "metrics.json").read_text())
+    theirs = json.loads((out / DATASET / "torch_metrics.json").read_text())
+    assert sorted(theirs) == sorted(ours) == sorted(reports.METRIC_KEYS)
     assert summary["mininn"]["test_accuracy"] == ours["test_accuracy"]
     assert summary["pytorch"]["test_accuracy"] == theirs["test_accuracy"]
     assert summary["test_accuracy_diff"] == ours["test_accuracy"] - theirs["test_accuracy"]
     assert summary["time_ratio"] == ours["train_seconds"] / theirs["train_seconds"]
-    # float64 without dropout: the two runs differ by rounding only
-    assert summary["max_step_loss_rel_diff"] < 1e-9
+    # float64, the whole recipe with Dropout: the two runs differ by rounding only
+    ours_steps = reports.read_steps(root / "models" / DATASET / "steps.csv")
+    theirs_steps = reports.read_steps(root / "models" / DATASET / "torch" / "steps.csv")
+    rel = np.abs(np.subtract(ours_steps, theirs_steps)) / np.maximum(ours_steps, theirs_steps)
+    assert summary["steps"] == {
+        "compared": len(ours_steps), "max_rel_diff": pytest.approx(rel.max(), rel=1e-12),
+        "median_rel_diff": pytest.approx(np.median(rel), rel=1e-12),
+        "max_at_step": int(rel.argmax()) + 1,
+    }  # fmt: skip
+    assert 0 < summary["steps"]["max_rel_diff"] < 1e-9
     assert summary["max_train_loss_diff"] < 1e-9
     assert summary["params_mismatch"] == 0
 
@@ -284,15 +347,22 @@ def test_compare_writes_every_output(run):
         return all(numeric(v) if isinstance(v, dict) else isinstance(v, (int, float))
                    for v in tree.values())  # fmt: skip
 
-    assert numeric(json.loads((reports / "comparison.json").read_text()))
-    assert (reports / DATASET / "torch_history.csv").read_bytes() == (
-        root / "models" / DATASET / "torch" / "history.csv"
-    ).read_bytes()
-    assert (reports / "comparison.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    markdown = (reports / "comparison.md").read_text()
-    assert (
-        f"| {DATASET} | {ours['test_accuracy']:.4f} | {theirs['test_accuracy']:.4f} |" in markdown
+    assert numeric(json.loads((out / "comparison.json").read_text()))
+    pd.testing.assert_frame_equal(
+        pd.read_csv(out / DATASET / "torch_history.csv"),
+        reports.read_history(root / "models" / DATASET / "torch" / "live"), check_exact=True,
+    )  # fmt: skip
+    assert (out / "comparison.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    markdown = (out / "comparison.md").read_text()
+    first = markdown.split("\n\n")[1].splitlines()  # the report leads with the steps
+    assert first[0] == "| dataset | steps | largest rel. diff. | at step | median rel. diff. |"
+    s = summary["steps"]
+    assert first[2] == (f"| {DATASET} | {s['compared']} | {s['max_rel_diff']:.2e} | "
+                        f"{s['max_at_step']} | {s['median_rel_diff']:.2e} |")  # fmt: skip
+    assert f"| {DATASET} | {ours['test_accuracy']:.4f} | {theirs['test_accuracy']:.4f} |" in (
+        markdown
     )
+    assert "statistical" not in markdown
 
 
 def test_compare_reports_a_params_mismatch(run, tmp_path):
@@ -301,8 +371,9 @@ def test_compare_reports_a_params_mismatch(run, tmp_path):
     data["params_mismatch"] = ["train.lr"]
     models = tmp_path / "models"
     (models / DATASET / "torch").mkdir(parents=True)
-    for name in ("steps.csv", "torch/history.csv"):
-        (models / DATASET / name).write_bytes((root / "models" / DATASET / name).read_bytes())
+    source = root / "models" / DATASET
+    (models / DATASET / "steps.csv").write_bytes((source / "steps.csv").read_bytes())
+    shutil.copytree(source / "torch" / "live", models / DATASET / "torch" / "live")
     (models / DATASET / "torch" / "baseline.json").write_text(json.dumps(data))
     reports = tmp_path / "reports" / DATASET
     reports.mkdir(parents=True)
@@ -325,8 +396,9 @@ def _copy_run(run, tmp_path, mutate):
     models, reports = tmp_path / "models" / DATASET, tmp_path / "reports" / DATASET
     (models / "torch").mkdir(parents=True)
     reports.mkdir(parents=True)
-    for name in ("steps.csv", "torch/history.csv", "torch/steps.csv"):
+    for name in ("steps.csv", "torch/steps.csv"):
         (models / name).write_bytes((root / "models" / DATASET / name).read_bytes())
+    shutil.copytree(root / "models" / DATASET / "torch" / "live", models / "torch" / "live")
     for name in ("metrics.json", "history.csv"):
         (reports / name).write_bytes((root / "reports" / DATASET / name).read_bytes())
     data = json.loads((root / "models" / DATASET / "torch" / "baseline.json").read_text())
@@ -349,7 +421,7 @@ def test_compare_a_step_loss_of_zero_keeps_comparison_json_valid(run, tmp_path):
         raise ValueError(f"not JSON: {constant}")
 
     summary = json.loads(text, parse_constant=refuse)[DATASET]
-    assert summary["max_step_loss_rel_diff"] == 1.0  # |a - 0| / max(|a|, 0)
+    assert summary["steps"]["max_rel_diff"] == 1.0  # |a - 0| / max(|a|, 0)
 
 
 def test_compare_zero_training_time_is_refused_before_anything_is_written(run, tmp_path):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import shutil
 
 import numpy as np
 import pytest
@@ -20,7 +21,7 @@ import mininn
 from mininn.data import DATASETS
 from mininn.models import make_mlp
 from mininn.training import predict
-from pipeline import common, evaluate, plots, train
+from pipeline import common, evaluate, recipe, reports, train
 from pipeline.common import StageError
 
 DATASET = "fashion-mnist"
@@ -29,6 +30,8 @@ PARAMS = {
     "model": {"hidden_sizes": [16, 8], "activation": "relu", "batch_norm": True, "dropout": 0.1},
     "train": {
         "optimizer": "adam", "lr": 0.01, "weight_decay": 0.0, "momentum": 0.9,
+        "betas": [0.9, 0.999], "scheduler": None, "label_smoothing": 0.0,
+        "clip_grad_norm": None, "augment": {"crop_padding": 0, "hflip": 0.0},
         "batch_size": 32, "epochs": 3, "patience": None, "seed": 3, "dtype": "float64",
     },
 }  # fmt: skip
@@ -80,10 +83,15 @@ def read_csv(path):
 # ------------------------------------------------------------------ train
 
 
+def history_rows(models):
+    """train's DVCLive history as a list of dicts of strings (as read_csv gives)."""
+    return reports.read_history(models / "live").astype(str).to_dict("records")
+
+
 def test_train_writes_history_and_every_step(trained):
     _, models, _ = trained
-    history = read_csv(models / "history.csv")
-    assert list(history[0]) == list(train.HISTORY_COLUMNS)
+    history = history_rows(models)
+    assert list(history[0]) == list(reports.HISTORY_COLUMNS)
     assert [int(r["epoch"]) for r in history] == [1, 2, 3]
     steps = read_csv(models / "steps.csv")
     per_epoch = math.ceil(N_TRAIN / PARAMS["train"]["batch_size"])
@@ -112,19 +120,23 @@ def test_train_first_step_loss_matches_an_independently_seeded_network(trained, 
 def test_train_saves_the_final_model(trained, prepared):
     """The saved weights reproduce the last epoch's validation loss."""
     params, models, _ = trained
-    model = train.build(DATASET, train.model_params(params), "float64")
+    model = recipe.build(DATASET, recipe.model_params(params), "float64")
     model.load_state_dict(mininn.load(models / "model.npz"))
     x, y = common.read_prepared(prepared, "val", np.float64)
     val_loss = float(mininn.CrossEntropyLoss()(predict(model, x), y))
-    last = read_csv(models / "history.csv")[-1]
+    last = history_rows(models)[-1]
     assert float(last["val_loss"]) == pytest.approx(val_loss, rel=1e-10)
 
 
 def test_train_same_params_give_byte_identical_outputs(trained, prepared, tmp_path):
     params, models, _ = trained
     assert run_train(prepared, params, tmp_path / "again") == 0
-    for name in ("model.npz", "steps.csv"):
+    for name in ("model.npz", "steps.csv", *LIVE_FILES):
         assert (tmp_path / "again" / name).read_bytes() == (models / name).read_bytes(), name
+
+
+LIVE_FILES = [f"live/plots/metrics/{m}.tsv" for m in reports.LIVE_METRICS if m != "seconds"]
+"""DVCLive's files that are the same bytes in two runs (seconds is wall-clock time)."""
 
 
 @pytest.mark.parametrize(
@@ -137,7 +149,7 @@ def test_train_builds_each_optimizer(prepared, tmp_path, optimizer, momentum):
         tmp_path / "p.yaml", train_={"optimizer": optimizer, "momentum": momentum, "epochs": 1}
     )
     assert run_train(prepared, params, tmp_path / "out") == 0
-    assert len(read_csv(tmp_path / "out" / "history.csv")) == 1
+    assert len(history_rows(tmp_path / "out")) == 1
 
 
 def test_train_patience_stops_early(prepared, tmp_path):
@@ -148,7 +160,7 @@ def test_train_patience_stops_early(prepared, tmp_path):
         train_={"optimizer": "sgd", "lr": 0.3, "momentum": 0.0, "epochs": 20, "patience": 1},
     )
     assert run_train(prepared, params, tmp_path / "out") == 0
-    history = read_csv(tmp_path / "out" / "history.csv")
+    history = history_rows(tmp_path / "out")
     losses = [float(r["val_loss"]) for r in history]
     assert len(history) < 20
     assert losses[-1] >= min(losses[:-1])  # stopped because the last epoch did not improve
@@ -210,7 +222,7 @@ def test_train_stage_prints_error_line_and_returns_1(prepared, tmp_path, capsys)
 def predictions(trained, prepared):
     """(y_test, logits) of the saved model, computed here, independently of evaluate."""
     params, models, _ = trained
-    model = train.build(DATASET, train.model_params(params), "float64")
+    model = recipe.build(DATASET, recipe.model_params(params), "float64")
     model.load_state_dict(mininn.load(models / "model.npz"))
     x, y = common.read_prepared(prepared, "test", np.float64)
     return y, predict(model, x)
@@ -229,23 +241,28 @@ def test_evaluate_metrics_match_sklearn(trained, predictions):
     assert metrics["test_loss"] == pytest.approx(
         skm.log_loss(y, probabilities, labels=range(10)), rel=1e-10
     )
-    recall = skm.recall_score(y, y_pred, average=None, labels=range(10), zero_division=0)
-    classes = DATASETS[DATASET].classes
-    assert metrics["per_class_accuracy"] == pytest.approx(dict(zip(classes, recall, strict=True)))
-    history = read_csv(models / "history.csv")
+    history = history_rows(models)
     assert metrics["epochs"] == len(history) == 3
     assert metrics["train_seconds"] == pytest.approx(sum(float(r["seconds"]) for r in history))
     assert metrics["val_loss"] == pytest.approx(float(history[-1]["val_loss"]), rel=1e-10)
     assert metrics["val_accuracy"] == pytest.approx(float(history[-1]["val_accuracy"]))
 
 
-def test_evaluate_metrics_json_has_the_contract_keys(trained):
+def test_evaluate_metrics_json_has_the_contract_keys(trained, predictions):
+    """A few scalars (`dvc metrics show` stays narrow); per class: the report."""
+    skm = pytest.importorskip("sklearn.metrics")
     metrics = json.loads((trained[2] / "metrics.json").read_text())
     assert sorted(metrics) == sorted(
         ["test_accuracy", "test_loss", "val_accuracy", "val_loss", "macro_f1",
-         "per_class_accuracy", "train_seconds", "epochs"]
+         "train_seconds", "epochs"]
     )  # fmt: skip
-    assert sorted(metrics["per_class_accuracy"]) == sorted(DATASETS[DATASET].classes)
+    report = (trained[2] / "classification_report.txt").read_text()
+    y, logits = predictions
+    recall = skm.recall_score(y, logits.argmax(axis=1), average=None, labels=range(10),
+                              zero_division=0)  # fmt: skip
+    for name, value in zip(DATASETS[DATASET].classes, recall, strict=True):
+        line = next(row for row in report.splitlines() if row.strip().startswith(name))
+        assert float(line.split()[-3]) == pytest.approx(value, abs=5e-5), name
 
 
 def test_evaluate_confusion_csv_has_one_named_row_per_test_image(trained, predictions):
@@ -263,11 +280,15 @@ def test_evaluate_confusion_csv_has_one_named_row_per_test_image(trained, predic
 
 
 def test_evaluate_writes_report_copy_and_figures(trained):
-    _, models, reports = trained
-    assert (reports / "history.csv").read_bytes() == (models / "history.csv").read_bytes()
-    assert "macro avg" in (reports / "classification_report.txt").read_text()
+    _, models, out = trained
+    import pandas as pd
+
+    written = pd.read_csv(out / "history.csv")
+    assert list(written.columns) == list(reports.HISTORY_COLUMNS)
+    pd.testing.assert_frame_equal(written, reports.read_history(models / "live"), check_exact=True)
+    assert "macro avg" in (out / "classification_report.txt").read_text()
     for name in ("learning_curves.png", "confusion.png"):
-        assert (reports / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
+        assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", name
 
 
 def test_evaluate_model_that_does_not_fit_params_is_a_stage_error(trained, prepared, tmp_path):
@@ -285,21 +306,39 @@ def test_evaluate_model_that_does_not_fit_params_is_a_stage_error(trained, prepa
 
 def test_read_history_reads_ints_and_floats(tmp_path):
     path = tmp_path / "h.csv"
-    path.write_text("epoch,train_loss\n1,0.5\n2,0.25\n", encoding="utf-8")
-    assert plots.read_history(path) == {"epoch": [1, 2], "train_loss": [0.5, 0.25]}
+    columns = [c for c in reports.HISTORY_COLUMNS if c != "lr"]  # lr: optional in a CSV
+    rows = ["1,0.5,0.8,0.6,0.7,1.5", "2,0.25,0.9,0.5,0.75,1.25"]
+    path.write_text("\n".join([",".join(columns), *rows, ""]), encoding="utf-8")
+    history = reports.read_history(path)
+    assert history["epoch"].tolist() == [1, 2] and history["epoch"].dtype == np.int64
+    assert history["train_loss"].tolist() == [0.5, 0.25] and list(history.columns) == columns
 
 
 @pytest.mark.parametrize(
     ("text", "match"),
-    [(None, "not found"), ("epoch,train_loss\n", "got no rows"), ("epoch,x\n1,abc\n", "numbers")],
-    ids=["missing", "empty", "not-a-number"],
-)
+    [(None, "not found"), ("epoch,train_loss\n", r"the columns \[.*\] are missing"),
+     ("epoch,train_loss,train_accuracy,val_loss,val_accuracy,seconds\n",  "it has no rows"),
+     ("epoch,train_loss,train_accuracy,val_loss,val_accuracy,seconds\n1,abc,1,1,1,1\n",
+      "expected numbers in every column, got 'abc' in train_loss of row 1"),
+     ("epoch,train_loss,train_accuracy,val_loss,val_accuracy,seconds\n2,1,1,1,1,1\n",
+      r"expected epochs 1, 2, \.\.\., 1 in order, got \[2\]")],
+    ids=["missing", "columns", "empty", "not-a-number", "epochs"],
+)  # fmt: skip
 def test_read_history_errors(tmp_path, text, match):
     path = tmp_path / "h.csv"
     if text is not None:
         path.write_text(text, encoding="utf-8")
-    with pytest.raises(StageError, match=match):
-        plots.read_history(path)
+    with pytest.raises(StageError, match=match) as info:
+        reports.read_history(path)
+    assert "\n" not in str(info.value)
+
+
+def test_read_history_of_a_dvclive_folder_missing_a_metric(trained, tmp_path):
+    _, models, _ = trained
+    shutil.copytree(models / "live", tmp_path / "live")
+    (tmp_path / "live" / "plots" / "metrics" / "lr.tsv").unlink()
+    with pytest.raises(StageError, match=r"lr\.tsv not found"):
+        reports.read_history(tmp_path / "live")
 
 
 # ------------------------------------------------------------------ divergence, bad input
@@ -341,8 +380,9 @@ def test_divergence_guard_names_the_first_non_finite_array():
 def test_misspelt_train_key_is_an_error_naming_it(prepared, tmp_path):
     params = write_params(tmp_path / "p.yaml", train_={"learning_rate": 0.5})
     with pytest.raises(StageError, match=(
-        r"unknown key\(s\) train\.learning_rate; the keys of 'train:' are batch_size, dtype, "
-        r"epochs, lr, momentum, optimizer, patience, seed, weight_decay"
+        r"unknown key\(s\) train\.learning_rate; the keys of train are augment, batch_size, "
+        r"betas, clip_grad_norm, dtype, epochs, label_smoothing, lr, momentum, optimizer, "
+        r"patience, scheduler, seed, weight_decay"
     )):  # fmt: skip
         run_train(prepared, params, tmp_path / "out")
     params = write_params(tmp_path / "p.yaml", model={"hidden": [3]})
@@ -378,7 +418,7 @@ def test_evaluate_refuses_a_model_with_non_finite_weights(trained, prepared, tmp
     broken = tmp_path / "models"
     broken.mkdir()
     mininn.save(state, broken / "model.npz")
-    (broken / "history.csv").write_bytes((models / "history.csv").read_bytes())
+    shutil.copytree(models / "live", broken / "live")
     with pytest.raises(StageError, match=r"model\.npz holds NaN or infinite weights"):
         run_evaluate(prepared, params, broken, tmp_path / "reports")
     assert not (tmp_path / "reports").exists()
@@ -390,7 +430,7 @@ def test_evaluate_corrupt_model_file_is_one_line(trained, prepared, tmp_path, da
     broken = tmp_path / "models"
     broken.mkdir()
     (broken / "model.npz").write_bytes(damage)
-    (broken / "history.csv").write_bytes((models / "history.csv").read_bytes())
+    shutil.copytree(models / "live", broken / "live")
     with pytest.raises(StageError, match=r"cannot load .*model\.npz.*dvc repro train@") as info:
         run_evaluate(prepared, params, broken, tmp_path / "reports")
     assert "\n" not in str(info.value)
