@@ -15,10 +15,11 @@ zero losses), its largest and median value per dataset.
 Outputs in ``--out``: ``comparison.md`` (first table: the per-step relative
 difference; second: test accuracy and loss, training time of both frameworks; the
 README quotes them), ``comparison.json`` (the same numbers per dataset; finite
-numbers only, so any JSON reader takes it), ``comparison.png`` (per dataset: loss
+numbers only, so any JSON reader takes it; a report, not a DVC metric: its
+per-dataset keys would widen ``dvc metrics show``), ``comparison.png`` (per dataset: loss
 and accuracy per epoch of both frameworks, and the per-step relative difference on
-a log scale) and, per dataset, ``D/torch_metrics.json`` (PyTorch's test metrics,
-the keys of evaluate's) and ``D/torch_history.csv`` (PyTorch's history, overlaid
+a log scale) and, per dataset, ``D/torch_metrics.json`` (PyTorch's metrics with
+the keys of evaluate's ``metrics.json``) and ``D/torch_history.csv`` (PyTorch's history, overlaid
 with evaluate's ``history.csv`` by dvc.yaml's plots).
 """
 
@@ -42,7 +43,7 @@ from pipeline import common, plots
 from pipeline.common import StageError, run_stage
 from pipeline.reports import (
     LIVE_DIR,
-    METRIC_KEYS,
+    REPORT_METRICS,
     read_baseline,
     read_history,
     read_steps,
@@ -50,6 +51,7 @@ from pipeline.reports import (
 )
 
 SUMMARY_KEYS = ("test_accuracy", "test_loss", "train_seconds", "epochs")
+"""Per framework in comparison.json; mininn's train_seconds is its history's sum."""
 
 
 def relative_differences(a: Sequence[float], b: Sequence[float]) -> np.ndarray:
@@ -205,17 +207,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         steps = read_steps(args.models / dataset / "steps.csv")
         torch_steps = baseline.get("steps", [])
         metrics = common.read_json(reports / "metrics.json")
-        missing = [k for k in SUMMARY_KEYS if not isinstance(metrics, dict) or k not in metrics]
+        wanted = [k for k in SUMMARY_KEYS if k != "train_seconds"]
+        missing = [k for k in wanted if not isinstance(metrics, dict) or k not in metrics]
         if missing:
             raise StageError(
                 f"{reports / 'metrics.json'}: missing {missing}; run `dvc repro evaluate@{dataset}`"
+            )
+        metrics = {**metrics, "train_seconds": float(history["seconds"].sum())}
+        if metrics["train_seconds"] <= 0:
+            raise StageError(
+                f"{reports / 'history.csv'}: the seconds add up to "
+                f"{metrics['train_seconds']}; run `dvc repro train@{dataset}`"
             )
         summary[dataset] = summarise(metrics, history, steps, baseline, torch_history,
                                      torch_steps)  # fmt: skip
         n = min(len(steps), len(torch_steps))
         step_diffs[dataset] = relative_differences(steps[:n], torch_steps[:n])
         histories[dataset] = {"mininn": history, "PyTorch": torch_history}
-        torch_metrics = {k: baseline["metrics"][k] for k in METRIC_KEYS}
+        torch_metrics = {k: baseline["metrics"][k] for k in REPORT_METRICS}
         copies[dataset] = (torch_metrics, torch_history)
         if baseline.get("params_mismatch"):
             notes.append(f"- {dataset}: the PyTorch baseline was ingested from a run with other "

@@ -34,8 +34,14 @@ BASELINES_DIR = "baselines"
 """The folder (beside params.yaml) that holds ingested baseline files; a DVC dependency."""
 METRIC_KEYS = ("test_accuracy", "test_loss", "val_accuracy", "val_loss", "macro_f1",
                "train_seconds", "epochs")  # fmt: skip
-"""The keys of evaluate's metrics.json (and of a baseline's ``metrics``, which adds
-``per_class_accuracy``): few and short, so that ``dvc metrics show`` stays narrow."""
+"""The keys of a baseline's ``metrics`` (docs/baseline-format.md), with ``per_class_accuracy``."""
+REPORT_METRICS = ("test_accuracy", "test_loss", "val_accuracy", "macro_f1", "epochs")
+"""The keys of ``reports/<dataset>/metrics.json`` (evaluate) and ``torch_metrics.json``
+(compare): few and short, shared by every metrics file, so that ``dvc metrics show``
+fits 120 columns. Per class: classification_report.txt; the times: comparison.md."""
+LIVE_SUMMARY = ("val_accuracy",)
+"""What DVCLive's ``metrics.json`` keeps besides ``step`` (the epoch): the progress
+``dvc exp show`` shows while a stage runs. Every metric stays in ``plots/metrics/``."""
 ENVIRONMENT = {"torch_version": str, "threads": int, "device": str, "wall_seconds": float}
 RANGES = {  # key: (type, low, high, low_open); accuracies are fractions
     "train_loss": (float, 0.0), "val_loss": (float, 0.0), "test_loss": (float, 0.0),
@@ -168,11 +174,12 @@ class LiveHistory:
     dvc.yaml declares the outputs itself (``dvcyaml=False`` keeps DVCLive from
     rewriting it in the middle of ``dvc repro``), and ``dvc exp run`` records the
     experiment (``save_dvc_exp=False``). The folder holds ``params.yaml`` (the
-    recipe), ``metrics.json`` (the last epoch's values and ``step``, the epoch: what
-    ``dvc exp show`` reads while the stage runs) and ``plots/metrics/<name>.tsv``
-    (one row per epoch). Creating it empties the folder: a resumed run replays the
-    checkpoint's rows first (:meth:`log` for each), so the files never depend on
-    where the previous run was killed.
+    recipe), ``metrics.json`` (the last epoch's ``val_accuracy`` and ``step``, the
+    epoch: what ``dvc exp show`` reads while the stage runs) and
+    ``plots/metrics/<name>.tsv`` (every metric, one row per epoch). Creating it
+    empties the folder: a resumed run replays the checkpoint's rows first
+    (:meth:`log` for each), so the files never depend on where the previous run
+    was killed.
     """
 
     def __init__(self, folder: str | os.PathLike, params: Mapping[str, Any]) -> None:
@@ -188,6 +195,8 @@ class LiveHistory:
         self.live.step = int(row["epoch"])
         for name in LIVE_METRICS:
             self.live.log_metric(name, float(row[name]))
+        # The summary may be edited (DVCLive's docs); a narrow one keeps `dvc metrics show` so.
+        self.live.summary = {k: v for k, v in self.live.summary.items() if k in LIVE_SUMMARY}
         self.live.next_step()  # writes metrics.json; tells the VS Code extension
 
     def end(self) -> None:

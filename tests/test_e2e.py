@@ -2,8 +2,10 @@
 
 The project (library, stage scripts, dvc.yaml, params.yaml) is copied into
 ``tmp_path``, made a git repo, given small params and tiny IDX data, and then:
-``dvc repro``; ``dvc exp run -S train.lr=...``; ``dvc metrics diff`` must show the
-change and ``dvc status`` must be clean.
+``dvc repro``; ``dvc exp run -S train.scheduler.args.max_lr=...``; ``dvc metrics diff``
+must show the change and ``dvc status`` must be clean; DVCLive's folders are there
+and ``dvc exp show --json`` reads them; ``dvc metrics show`` fits 120 columns; a
+key that params.yaml lacks is set with ``-S +overrides.<dataset>.train.epochs=3``.
 
 The tiny files cannot match the pinned SHA-256 of the real datasets, so ``fetch``
 cannot serve them: they are placed in ``data/raw/<dataset>/`` (where fetch
@@ -36,17 +38,19 @@ COPIED = ["mininn", "pipeline", "baselines", "dvc.yaml", "params.yaml", ".dvcign
 SMALL = {
     "prepare": {"val_size": 60, "seed": 0},
     "model": {"hidden_sizes": [16], "activation": "relu", "batch_norm": True, "dropout": 0.0},
-    "train": {"lr": 0.01, "epochs": 2, "batch_size": 64, "patience": None},
+    "train": {"epochs": 2, "batch_size": 64, "patience": None},
     "baseline": {"source": "run", "threads": 1},
 }
 
 
-def dvc(repo: Path, *args: str, fails: bool = False) -> str:
+def dvc(repo: Path, *args: str, fails: bool = False, columns: int | None = None) -> str:
     """Run ``dvc args`` in ``repo`` with the test's Python first on PATH; return stdout
     (stdout and stderr when ``fails``: then the command must fail)."""
     bin_dir = str(Path(sys.executable).parent)
     env = {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"}
     env.update(MININN_DATA_DIR=str(repo.parent / "mirror"), MPLBACKEND="Agg")
+    if columns is not None:
+        env["COLUMNS"] = str(columns)
     result = subprocess.run(
         [str(Path(bin_dir) / "dvc"), *args], cwd=repo, env=env, capture_output=True, text=True
     )
@@ -115,14 +119,29 @@ def test_repro_then_experiment_shows_in_metrics_diff_and_status_is_clean(tmp_pat
     git(repo, "add", "-A")
     git(repo, "commit", "-q", "-m", "repro")
 
-    dvc(repo, "exp", "run", "-S", "train.lr=0.05", *targets)
+    for dataset in datasets:  # DVCLive's folders, every epoch logged
+        for live in (f"models/{dataset}/live", f"models/{dataset}/torch/live")[: 2 if full else 1]:
+            assert json.loads((repo / live / "metrics.json").read_text())["step"] == 2, live
+            assert yaml.safe_load((repo / live / "params.yaml").read_text())["dataset"] == dataset
+            tsv = (repo / live / "plots/metrics/val_accuracy.tsv").read_text().splitlines()
+            assert tsv[0] == "step\tval_accuracy" and len(tsv) == 1 + 2, live
+    assert not (repo / "checkpoints").exists()  # finished runs remove their checkpoints
+    shown = dvc(repo, "metrics", "show", columns=120).splitlines()
+    assert max(map(len, shown)) <= 120, "\n".join(shown)
+
+    dvc(repo, "exp", "run", "-S", "train.scheduler.args.max_lr=0.01", *targets)
     diff = json.loads(dvc(repo, "metrics", "diff", "--json"))
     for dataset in datasets:
         changes = diff[f"reports/{dataset}/metrics.json"]
         assert "test_loss" in changes, changes
         old, new = changes["test_loss"]["old"], changes["test_loss"]["new"]
         assert old == before[dataset]["test_loss"] and new != old
-    assert yaml.safe_load((repo / "params.yaml").read_text())["train"]["lr"] == 0.05
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    assert params["train"]["scheduler"]["args"]["max_lr"] == 0.01
+    experiments = json.loads(dvc(repo, "exp", "show", "--json"))
+    workspace = next(e for e in experiments if e["rev"] == "workspace")["data"]["metrics"]
+    live = workspace[f"models/{datasets[0]}/live/metrics.json"]["data"]
+    assert live["step"] == 2 and 0 <= live["val_accuracy"] <= 1, live
     status = dvc(repo, "status", *targets)
     assert "up to date" in status, status
     git(repo, "add", "-A")
@@ -143,6 +162,21 @@ def test_repro_then_experiment_shows_in_metrics_diff_and_status_is_clean(tmp_pat
     assert f"train@{dataset}" in dvc(repo, "status", f"train@{dataset}")
     output = dvc(repo, "repro", "--single-item", f"train@{dataset}", fails=True)
     assert "error: " in output and "unknown key(s) train.learning_rate" in output, output
+    git(repo, "checkout", "params.yaml")
+
+    # A key params.yaml lacks: Hydra's `+key=value` adds it (plain `key=value` is refused).
+    last = datasets[-1]
+    output = dvc(repo, "exp", "run", "-S", f"overrides.{last}.train.epochs=3", *targets,
+                 fails=True)  # fmt: skip
+    assert f"use +overrides.{last}.train.epochs=3" in output, output
+    dvc(repo, "exp", "run", "-S", f"+overrides.{last}.train.epochs=3", *targets)
+    assert (
+        yaml.safe_load((repo / "params.yaml").read_text())["overrides"][last]["train"]["epochs"]
+        == 3
+    )
+    epochs = {d: json.loads((repo / f"reports/{d}/metrics.json").read_text())["epochs"]
+              for d in datasets}  # fmt: skip
+    assert epochs == {d: 3 if d == last else 2 for d in datasets}
     git(repo, "checkout", "params.yaml")
     if not full:
         return

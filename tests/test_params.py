@@ -366,3 +366,19 @@ def test_baseline_depends_on_the_baselines_folder():
     assert "baselines" in DVC_YAML["stages"]["baseline"]["deps"]
     assert (PROJECT_ROOT / "baselines").is_dir()
     assert "/baselines/README.md" in (PROJECT_ROOT / ".dvcignore").read_text(encoding="utf-8")
+
+
+def test_metrics_are_the_narrow_files_only():
+    """`dvc metrics show` has a column per distinct key of every metrics file: the data
+    report (per-class counts) and comparison.json (per-dataset keys) are plain outputs."""
+    declared = set()
+    for stage in DVC_YAML["stages"].values():
+        for entry in stage.get("metrics", []):
+            declared.add(entry if isinstance(entry, str) else next(iter(entry)))
+    assert declared == {
+        "models/${item.dataset}/live/metrics.json",
+        "models/${item.dataset}/torch/live/metrics.json",
+        "reports/${item.dataset}/metrics.json",
+        "reports/fashion-mnist/torch_metrics.json",
+        "reports/mnist/torch_metrics.json",
+    }
