@@ -234,15 +234,15 @@ def uninterrupted_val_losses(prepared: Path, params: Path, lr: float, epochs: in
 
     import mininn
     from mininn.training import fit
-    from pipeline import train
+    from pipeline import recipe
 
-    model_p, train_p = train.model_params(params), train.train_params(params)
+    model_p, train_p = recipe.model_params(params), recipe.train_params(params)
     train_p["lr"] = lr
     x, y, x_val, y_val = tune.read_data(prepared, train_p["dtype"])
     with threadpool_limits(1):  # as in a trial: BLAS threads change float32 roundings
         mininn.manual_seed(train_p["seed"])
-        model = train.build("mnist", model_p, train_p["dtype"])
-        optimizer = train.build_optimizer(model, train_p)
+        model = recipe.build("mnist", model_p, train_p["dtype"])
+        optimizer = recipe.build_optimizer(model, train_p)
         loader = mininn.DataLoader(x, y, batch_size=train_p["batch_size"], shuffle=True,
                                    seed=train_p["seed"])  # fmt: skip
         history = fit(model, mininn.CrossEntropyLoss(), optimizer, loader, epochs=epochs,
