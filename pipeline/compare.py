@@ -104,7 +104,9 @@ def summarise(
 def figure(histories: dict[str, dict[str, Any]], step_diffs: dict[str, np.ndarray]) -> bytes:
     """Per dataset (rows): loss and accuracy per epoch of both frameworks (train dashed,
     val solid), and the per-step relative difference of the losses (log scale)."""
-    fig = plots._figure(15, 3.6 * len(histories))
+    from matplotlib.ticker import MaxNLocator
+
+    fig = plots._figure(16, 3.8 * len(histories))
     axes = np.atleast_2d(fig.subplots(len(histories), 3, squeeze=False))
     for row, (dataset, runs) in zip(axes, histories.items(), strict=True):
         for k, (label, h) in enumerate(runs.items()):
@@ -118,21 +120,24 @@ def figure(histories: dict[str, dict[str, Any]], step_diffs: dict[str, np.ndarra
                 ax.legend(fontsize="small")
         ax = row[2]
         rel = step_diffs.get(dataset, np.zeros(0))
+        ax.set_title(f"{dataset}: each step's loss, relative difference")
         if len(rel):
             steps = np.arange(1, len(rel) + 1)
-            shown = rel > 0  # a log axis cannot show exact agreement: counted in the title
-            ax.plot(steps[shown], rel[shown], ",", color="C2", alpha=0.6)
-            ax.axhline(float(np.median(rel)), color="C3", lw=1,
-                       label=f"median {np.median(rel):.1e}")  # fmt: skip
+            shown = rel > 0  # a log axis cannot show exact agreement: counted in the legend
+            equal = int((~shown).sum())
+            label = f"|a - b| / max(|a|, |b|); {equal} steps equal"
+            ax.plot(steps[shown], rel[shown], ".", ms=2, color="C2", alpha=0.5, label=label)
+            median = float(np.median(rel))
+            if median > 0:
+                ax.axhline(median, color="C3", lw=1, label=f"median {median:.1e}")
             ax.set_yscale("log")
             ax.legend(fontsize="small")
-            equal = int((~shown).sum())
-            title = f"{dataset}: |rel. diff.| of each step's loss"
-            ax.set_title(title + (f" ({equal} equal)" if equal else ""))
         else:
             ax.set_title(f"{dataset}: no per-step losses in the baseline")
-        ax.set(xlabel="step", ylabel="|mininn - PyTorch| / max")
+        ax.set(xlabel="step", ylabel="relative difference, mininn vs PyTorch")
         ax.grid(alpha=0.3, which="both")
+        for ax in row[:2]:
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     fig.suptitle("mininn vs PyTorch: same weights, batches, Dropout masks and recipe")
     return plots._png(fig)
 
