@@ -102,8 +102,7 @@ def assert_same_outputs(a: Path, b: Path, names=SAME_BYTES) -> None:
     for name in names:
         assert (a / name).read_bytes() == (b / name).read_bytes(), name
     ours, theirs = (json.loads((p / "live" / "metrics.json").read_text()) for p in (a, b))
-    assert ours.pop("seconds") > 0 and theirs.pop("seconds") > 0
-    assert ours == theirs
+    assert ours == theirs and ours["step"] == EPOCHS  # the summary holds no wall-clock time
 
 
 @pytest.fixture(scope="module")
