@@ -3,7 +3,8 @@
 The baseline's twin must reproduce train's run step for step (same initial
 weights, same augmented batches, same Dropout masks, the same recipe): its per-step
 losses are checked against the ones train wrote, in float64 within 1e-9 relative
-and in float32 within 1e-4, with every option of the default recipe on.
+and in float32 within a budget counted in float32's epsilon, with every option of
+the default recipe on.
 """
 
 from __future__ import annotations
@@ -35,7 +36,9 @@ PARAMS = {
     },
     "baseline": {"source": "run", "threads": 1},
 }  # fmt: skip
-STEP_RTOL = {"float64": 1e-9, "float32": 1e-4}
+# float32: 12 steps, each through the longest sum (784 terms of the first layer), one
+# rounding per term: 12 * 784 * eps32 (about 1.1e-3; 1.2e-7 is seen).
+STEP_RTOL = {"float64": 1e-9, "float32": 12 * 784 * float(np.finfo(np.float32).eps)}
 RECIPE = {  # every option of the default recipe on; 15 steps an epoch
     "model": {"dropout": 0.3, "batch_norm": True},
     "train": {"optimizer": "adamw", "weight_decay": 0.01, "betas": [0.85, 0.99],
