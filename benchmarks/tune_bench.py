@@ -3,13 +3,13 @@
     .venv/bin/python benchmarks/tune_bench.py            # about 2 minutes on 2 cores
     .venv/bin/python benchmarks/tune_bench.py --quick    # smoke test, 2,000 samples
 
-The same N trials (the pipeline's network and params.yaml's ``train:``, the learning
-rate swept over a grid, every trial trained to the whole epoch budget: ASHA's grace
-period is the budget, so no trial stops early and every run does the same work) are
-run three ways:
+The same N trials (fashion-mnist's recipe from params.yaml, OneCycleLR's peak learning
+rate ``train.scheduler.args.max_lr`` swept over a grid, every trial trained to the whole
+epoch budget: ASHA's grace period is the budget, so no trial stops early and every run
+does the same work) are run three ways:
 
-- **in-process**: one after another in this process, no Ray: the same ``fit`` with the
-  same per-epoch checkpoint file, 1 BLAS thread, as in a trial;
+- **in-process**: one after another in this process, no Ray: the trial's own training,
+  ``pipeline.tune.fit_trial`` (its per-epoch checkpoint file, 1 BLAS thread);
 - **Ray, 1 at a time** and **Ray, 2 at a time**: ``pipeline/tune.py``'s own functions
   (``connect``, ``run_sweep``, ``collect``) on a local Ray with 2 CPUs.
 
@@ -39,11 +39,13 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks._common import load_training_split
-from pipeline import common, train, tune
+from pipeline import common, recipe, tune
+
+MAX_LR = "train.scheduler.args.max_lr"
 
 
 def sweep_params(trials: int, epochs: int, concurrent: int) -> dict:
-    """The ``tune:`` section of the benchmark: a grid of learning rates, no early stop."""
+    """The ``tune:`` section of the benchmark: a grid of peak learning rates, no early stop."""
     return {
         "dataset": "fashion-mnist",
         "num_samples": 1,
@@ -56,30 +58,15 @@ def sweep_params(trials: int, epochs: int, concurrent: int) -> dict:
         "asha": {"grace_period": epochs, "reduction_factor": 2.0},
         "max_failures": 0,
         "seed": 0,
-        "space": {"train.lr": ("grid", [float(v) for v in np.geomspace(3e-4, 1e-2, trials)])},
+        "space": {MAX_LR: ("grid", [float(v) for v in np.geomspace(1e-3, 1e-2, trials)])},
     }
 
 
-def in_process(setup: dict, data: tuple, lrs: list[float], workdir: Path) -> float:
+def in_process(setup: dict, data: tuple, max_lrs: list[float], workdir: Path) -> float:
     """Seconds to train every trial one after another here, as a trial does (no Ray)."""
-    from threadpoolctl import threadpool_limits
-
-    import mininn
-    from mininn.training import fit
-
-    x, y, x_val, y_val = data
     start = time.perf_counter()
-    with threadpool_limits(setup["threads"]):
-        for i, lr in enumerate(lrs):
-            model_p, train_p = setup["model"], {**setup["train"], "lr": lr}
-            mininn.manual_seed(train_p["seed"])
-            model = train.build(setup["dataset"], model_p, train_p["dtype"])
-            optimizer = train.build_optimizer(model, train_p)
-            loader = mininn.DataLoader(x, y, batch_size=train_p["batch_size"], shuffle=True,
-                                       seed=train_p["seed"])  # fmt: skip
-            fit(model, mininn.CrossEntropyLoss(), optimizer, loader, epochs=setup["epochs"],
-                val_data=(x_val, y_val), metric="accuracy", progress=False,
-                checkpoint=workdir / f"trial-{i}.npz")  # fmt: skip
+    for i, max_lr in enumerate(max_lrs):
+        tune.fit_trial({MAX_LR: max_lr}, data, setup, workdir / f"trial-{i}.npz", lambda row: None)
     return time.perf_counter() - start
 
 
@@ -141,7 +128,9 @@ def describe(model_p: dict, train_p: dict) -> str:
     sizes = "-".join(str(n) for n in (784, *model_p["hidden_sizes"], 10))
     return (
         f"{sizes} {model_p['activation']}, batch_norm={model_p['batch_norm']}, "
-        f"dropout={model_p['dropout']}, {train_p['optimizer']}, batch {train_p['batch_size']}"
+        f"dropout={model_p['dropout']}, {train_p['optimizer']}, batch {train_p['batch_size']}, "
+        f"{(train_p['scheduler'] or {'name': 'constant lr'})['name']}, "
+        f"label_smoothing={train_p['label_smoothing']}"
     )
 
 
@@ -159,7 +148,7 @@ def markdown(r: dict) -> str:
         "# Ray Tune sweep: 1 and 2 trials at a time",
         "",
         f"{c['trials']} trials x {c['epochs']} epochs of the pipeline's network "
-        f"({c['model']}), the learning rate on a grid, no early stopping (every run does "
+        f"({c['model']}), OneCycleLR's max_lr on a grid, no early stopping (every run does "
         f"the same work); Fashion-MNIST, {c['samples']:,} training and {c['val']:,} "
         f"validation images; 1 CPU (1 BLAS thread) per trial, a local Ray with 2 CPUs. "
         f"`benchmarks/tune_bench.py`{' --quick' if c['quick'] else ''}.",
@@ -220,16 +209,21 @@ def main(argv: list[str] | None = None) -> int:
     load_start = os.getloadavg()[0]
     x, y = load_training_split("fashion-mnist", args.samples + args.val)
     data = (x[: args.samples], y[: args.samples], x[args.samples :], y[args.samples :])
-    model_p, train_p = train.model_params(), train.train_params()
-    setup = {"dataset": "fashion-mnist", "model": model_p, "train": train_p,
+    params = recipe.resolved_params("fashion-mnist")
+    model_p, train_p = params["model"], params["train"]
+    # The crop's black fill: the standardised values of the black (0) and white (255)
+    # pixels give back the mean and std, to float32's rounding.
+    std = 1 / float(x.max() - x.min())
+    setup = {"dataset": "fashion-mnist", "params": params,
+             "stats": {"mean": -float(x.min()) * std, "std": std},
              "epochs": args.epochs, "threads": 1}  # fmt: skip
-    lrs = sweep_params(args.trials, args.epochs, 1)["space"]["train.lr"][1]
+    max_lrs = sweep_params(args.trials, args.epochs, 1)["space"][MAX_LR][1]
     ray_runs = {}
     with tempfile.TemporaryDirectory() as tmp:
         print(f"tune_bench: in-process, {args.trials} trials x {args.epochs} epochs",
               file=sys.stderr)  # fmt: skip
         load_plain = os.getloadavg()[0]
-        plain = in_process(setup, data, lrs, Path(tmp))
+        plain = in_process(setup, data, max_lrs, Path(tmp))
         for concurrent in (1, 2):
             if concurrent == 2:  # measured just before the run it bounds
                 print("tune_bench: the cores' scaling (two GEMM loops at once)", file=sys.stderr)

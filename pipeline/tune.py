@@ -5,19 +5,24 @@
 Not part of the default pipeline: run it with ``dvc repro tune/dvc.yaml`` (or ``make
 tune``). Needs the optional extra ``pip install -e ".[tune]"``.
 
-Inputs: ``--prepared``/<tune.dataset>, the ``train`` and ``val`` splits from ``prepare``.
-Params: ``tune.*`` (the search space, number of trials, concurrency, ASHA settings,
-the per-trial epoch budget) and, as every trial's starting point, ``model.*`` and
-``train.*`` (``train.epochs`` and ``train.patience`` are replaced by the budget and ASHA).
+Inputs: ``--prepared``/<tune.dataset>, the ``train`` and ``val`` splits (and
+``stats.json``) from ``prepare``. Params: ``tune.*`` (the search space, number of trials,
+concurrency, ASHA settings, the per-trial epoch budget) and, as every trial's starting
+point, the recipe of ``tune.dataset``: ``model:`` and ``train:`` with
+``overrides.<dataset>`` merged over them (``pipeline/recipe.py``).
 
-Each trial trains the pipeline's network (:func:`pipeline.recipe.build`) through
-:func:`mininn.training.fit` on the training split and reports the validation loss
-and accuracy after every epoch; ASHA (Li et al. 2020, "A System for Massively
-Parallel Hyperparameter Tuning", https://arxiv.org/abs/1810.05934) stops the weak
-trials early. Every trial checkpoints after each epoch; a trial whose worker dies
-is retried from its last checkpoint (``tune.max_failures`` times), so at most the
-epoch in progress is lost. The arrays reach the workers through Ray's object store
-(``tune.with_parameters``), never through a path only this machine has.
+Each trial trains exactly what the train stage would train with its sampled values
+set in that recipe and ``train.epochs`` set to the budget, ``tune.epochs``: the
+network, optimizer, learning-rate scheduler (OneCycleLR's cycle spans the budget),
+augmentation, loader and label-smoothed loss built by ``recipe.build_run``, trained
+by :func:`mininn.training.fit` with gradient clipping, on the training split. It
+reports the validation loss and accuracy after every epoch; ASHA (Li et al. 2020,
+"A System for Massively Parallel Hyperparameter Tuning",
+https://arxiv.org/abs/1810.05934) stops the weak trials early, in place of
+``train.patience``. Every trial checkpoints after each epoch; a trial whose worker
+dies is retried from its last checkpoint (``tune.max_failures`` times), so at most
+the epoch in progress is lost. The arrays reach the workers through Ray's object
+store (``tune.with_parameters``), never through a path only this machine has.
 
 Where it runs: with ``RAY_ADDRESS`` unset, on a Ray started here with ``tune.num_cpus``
 CPUs (null: all of this machine's) and no dashboard; with ``RAY_ADDRESS=host:port``
@@ -43,13 +48,14 @@ finish epoch k creates the marker file and its worker process dies at once
 from __future__ import annotations
 
 import argparse
+import copy
 import os
 import shlex
 import shutil
 import socket
 import sys
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -62,10 +68,17 @@ if __package__ in (None, ""):  # run as a script (by DVC): make the project impo
 import numpy as np
 
 import mininn
+from mininn.data import DATASETS
 from mininn.training import fit
 from pipeline import common, recipe
 from pipeline.common import StageError, run_stage
-from pipeline.tune_config import check_concurrency, exp_args, sweep_name, tune_params
+from pipeline.tune_config import (
+    check_concurrency,
+    exp_args,
+    set_dotted,
+    sweep_name,
+    tune_params,
+)
 from pipeline.tune_report import choose_best, collect, write_outputs
 
 INSTALL_HINT = 'pip install -e ".[tune]" (or `make setup`)'
@@ -77,12 +90,86 @@ CRASH_EPOCH_ENV, CRASH_MARKER_ENV = "MININN_TUNE_CRASH_EPOCH", "MININN_TUNE_CRAS
 # ------------------------------------------------------------------ the trial (runs on a worker)
 
 
-def _trial_params(setup: Mapping[str, Any], config: Mapping[str, Any]):
-    sections = {"model": dict(setup["model"]), "train": dict(setup["train"])}
+def trial_params(setup: Mapping[str, Any], config: Mapping[str, Any]) -> dict[str, dict]:
+    """The recipe one trial trains: the resolved recipe of ``tune.dataset``
+    (``setup["params"]``, overrides merged), the trial's sampled values set at their
+    dotted keys, and ``train.epochs`` set to the budget, so that the schedule (e.g.
+    OneCycleLR's cycle, filled from ``train.epochs``) spans the trial's epochs; checked
+    by recipe.py again (a combination of values its constructor refuses stops here).
+
+    Args:
+        setup: :func:`trial_inputs`' setup.
+        config: the sampled values, ``{"train.scheduler.args.max_lr": ..., ...}``.
+    Raises:
+        StageError: recipe.py refuses the combination.
+    """
+    params = copy.deepcopy(dict(setup["params"]))
     for name, value in config.items():
-        section, key = name.split(".", 1)
-        sections[section][key] = value
-    return sections["model"], sections["train"]
+        set_dotted(params, name, _plain(value))
+    params["train"]["epochs"] = setup["epochs"]
+    return {"model": recipe.check_model(params["model"]),
+            "train": recipe.check_train(params["train"])}  # fmt: skip
+
+
+def _plain(value: Any) -> Any:
+    """NumPy scalars that Tune's samplers return, as Python numbers."""
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def fit_trial(
+    config: Mapping[str, Any],
+    data: tuple[np.ndarray, ...],
+    setup: Mapping[str, Any],
+    checkpoint: Path,
+    report: Callable[[dict[str, Any]], None],
+) -> None:
+    """Train one trial as the train stage trains the recipe, reporting every epoch.
+
+    The run is :func:`trial_params`' recipe built by ``recipe.build_run`` (network,
+    optimizer, scheduler, augmentation, loader and loss, in the train stage's order)
+    and trained by :func:`mininn.training.fit` with the scheduler and gradient
+    clipping, ``setup["threads"]`` BLAS threads, and no early stopping of its own
+    (ASHA's). ``fit`` continues from ``checkpoint`` when it exists and rewrites it
+    after every epoch, before ``report`` is called.
+
+    Args:
+        config: the sampled values, ``{"train.scheduler.args.max_lr": ..., ...}``.
+        data: ``(x_train, y_train, x_val, y_val)``, as :func:`read_data` returns them.
+        setup: :func:`trial_inputs`' setup.
+        checkpoint: fit's checkpoint file.
+        report: called with each epoch's history row plus ``restored_from`` (the
+            epoch the checkpoint held at the start, 0 for none) and ``diverged``
+            (False); after a NaN or infinite loss, parameter or buffer (the train
+            stage's check), once with ``diverged`` True and NaN metrics, and the
+            trial ends.
+    """
+    from threadpoolctl import threadpool_limits
+
+    params = trial_params(setup, config)
+    train_p = params["train"]
+    x_train, y_train, x_val, y_val = data
+    restored_from = int(mininn.load(checkpoint)["epoch"]) if Path(checkpoint).exists() else 0
+    last = {"epoch": restored_from}
+    with threadpool_limits(setup["threads"]):
+        run = recipe.build_run(setup["dataset"], params, x_train, y_train, setup["stats"])
+        guard = recipe.divergence_guard_of(lambda: run.model.state_dict().items(), train_p)
+
+        def on_epoch_end(row: dict[str, float]) -> None:
+            guard(row)
+            last["epoch"] = int(row["epoch"])
+            report({**row, "restored_from": restored_from, "diverged": False})
+
+        try:
+            fit(
+                run.model, run.loss_fn, run.optimizer, run.loader, epochs=train_p["epochs"],
+                val_data=(x_val, y_val), metric="accuracy", progress=False,
+                on_epoch_end=on_epoch_end, scheduler=run.scheduler,
+                clip_grad_norm=train_p["clip_grad_norm"], checkpoint=checkpoint,
+            )  # fmt: skip
+        except FloatingPointError:
+            nan = float("nan")
+            report({"epoch": last["epoch"] + 1, "val_loss": nan, "val_accuracy": nan,
+                    "restored_from": restored_from, "diverged": True})  # fmt: skip
 
 
 def _maybe_crash(epoch: int) -> None:
@@ -98,90 +185,47 @@ def _maybe_crash(epoch: int) -> None:
 
 
 def train_trial(config: dict[str, Any], *, data: tuple[np.ndarray, ...], setup: dict) -> None:
-    """One trial: train with ``config`` over the base params, reporting every epoch to Tune.
+    """Tune's trainable: :func:`fit_trial`, its epochs reported to Tune with checkpoints.
 
     Args:
-        config: the sampled values, ``{"train.lr": ..., "model.dropout": ...}``.
+        config: the sampled values, ``{"train.scheduler.args.max_lr": ..., ...}``.
         data: ``(x_train, y_train, x_val, y_val)``, read-only arrays from the object store.
-        setup: ``{"dataset", "model", "train", "epochs", "threads"}`` from the driver.
+        setup: :func:`trial_inputs`' setup, from the driver.
 
     Each epoch reports ``epoch``, the training and validation loss and accuracy,
-    ``seconds``, ``pid``, ``node_id`` and ``restored_from`` (the epoch of the
-    checkpoint this attempt started from, 0 for none) with a checkpoint holding
-    everything needed to continue. A loss that becomes NaN or infinite ends the trial
-    with ``diverged`` set and NaN metrics, instead of failing it.
+    ``lr``, ``seconds``, ``restored_from``, ``diverged``, ``pid`` and ``node_id``, with
+    a checkpoint holding fit's file (everything needed to continue). A retried trial
+    gets the last one back from Tune, on whichever node it lands, and continues after
+    that epoch.
     """
     import ray
     import ray.tune
-    from threadpoolctl import threadpool_limits
 
-    model_p, train_p = _trial_params(setup, config)
-    x_train, y_train, x_val, y_val = data
-    common_metrics = {"pid": os.getpid(), "node_id": ray.get_runtime_context().get_node_id()}
+    where = {"pid": os.getpid(), "node_id": ray.get_runtime_context().get_node_id()}
     workdir = Path(tempfile.mkdtemp(prefix="mininn-trial-"))
-    restored_from = 0
+    fit_file = workdir / CHECKPOINT_FILE
     try:
-        with threadpool_limits(setup["threads"]):
-            mininn.manual_seed(train_p["seed"])  # the initial weights depend on params only
-            model = recipe.build(setup["dataset"], model_p, train_p["dtype"])
-            optimizer = recipe.build_optimizer(model, train_p)
-            loader = mininn.DataLoader(
-                x_train,
-                y_train,
-                batch_size=train_p["batch_size"],
-                shuffle=True,
-                seed=train_p["seed"],
+        checkpoint = ray.tune.get_checkpoint()
+        if checkpoint is not None:
+            with checkpoint.as_directory() as folder:
+                shutil.copyfile(Path(folder) / CHECKPOINT_FILE, fit_file)
+
+        def report(metrics: dict[str, Any]) -> None:
+            if metrics["diverged"]:
+                ray.tune.report({**metrics, **where})
+                return
+            epoch = int(metrics["epoch"])
+            folder = workdir / f"epoch-{epoch}"
+            folder.mkdir()
+            shutil.copyfile(fit_file, folder / CHECKPOINT_FILE)  # this epoch's, fit wrote it
+            # report() copies the folder to the sweep's storage before it returns
+            ray.tune.report(
+                {**metrics, **where}, checkpoint=ray.tune.Checkpoint.from_directory(folder)
             )
-            # fit writes its checkpoint after every epoch and continues from it; Tune
-            # keeps a copy of each in the sweep's storage and hands the last one back
-            # to a retried trial, on whichever node it lands.
-            fit_file = workdir / CHECKPOINT_FILE
-            checkpoint = ray.tune.get_checkpoint()
-            if checkpoint is not None:
-                with checkpoint.as_directory() as folder:
-                    shutil.copyfile(Path(folder) / CHECKPOINT_FILE, fit_file)
-                restored_from = int(mininn.load(fit_file)["epoch"])
-            last = {"epoch": restored_from}
+            shutil.rmtree(folder, ignore_errors=True)
+            _maybe_crash(epoch)
 
-            def report(row: dict[str, float]) -> None:
-                epoch = last["epoch"] = int(row["epoch"])
-                folder = workdir / f"epoch-{epoch}"
-                folder.mkdir()
-                shutil.copyfile(fit_file, folder / CHECKPOINT_FILE)  # this epoch's, fit wrote it
-                metrics = {**row, "restored_from": restored_from, "diverged": False}
-                # report() copies the folder to the sweep's storage before it returns
-                ray.tune.report(
-                    {**metrics, **common_metrics},
-                    checkpoint=ray.tune.Checkpoint.from_directory(folder),
-                )
-                shutil.rmtree(folder, ignore_errors=True)
-                _maybe_crash(epoch)
-
-            try:
-                fit(
-                    model,
-                    mininn.CrossEntropyLoss(),
-                    optimizer,
-                    loader,
-                    epochs=setup["epochs"],
-                    val_data=(x_val, y_val),
-                    metric="accuracy",
-                    progress=False,
-                    on_epoch_end=report,
-                    checkpoint=fit_file,
-                )
-            except FloatingPointError:
-                nan = float("nan")
-                ray.tune.report(
-                    {
-                        "epoch": last["epoch"] + 1,
-                        "val_loss": nan,
-                        "val_accuracy": nan,
-                        "restored_from": restored_from,
-                        "diverged": True,
-                        **common_metrics,
-                    }
-                )
+        fit_trial(config, data, setup, fit_file, report)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
@@ -392,12 +436,39 @@ def run_sweep(
     return tuner.fit()
 
 
-def read_data(prepared: Path, dtype: str) -> tuple[np.ndarray, ...]:
+def read_data(prepared: Path, dtype: str, num_classes: int | None = None) -> tuple[np.ndarray, ...]:
     """The training and validation splits as ``(x_train, y_train, x_val, y_val)``."""
     return (
-        *common.read_prepared(prepared, "train", dtype),
-        *common.read_prepared(prepared, "val", dtype),
+        *common.read_prepared(prepared, "train", dtype, num_classes),
+        *common.read_prepared(prepared, "val", dtype, num_classes),
     )
+
+
+def trial_inputs(
+    p: Mapping[str, Any], params: Mapping[str, Any], prepared: Path
+) -> tuple[dict[str, Any], tuple[np.ndarray, ...]]:
+    """What every trial receives: ``(setup, data)``.
+
+    Args:
+        p: :func:`~pipeline.tune_config.tune_params`' result.
+        params: ``recipe.resolved_params(tune.dataset)``, the trials' starting point.
+        prepared: prepare's folder of that dataset.
+    Returns:
+        ``setup``: ``{"dataset", "params", "stats", "epochs", "threads"}`` (the
+        prepared split's mean and std give the crop's black fill), and ``data``:
+        :func:`read_data`'s arrays, in ``train.dtype``.
+    """
+    dataset = p["dataset"]
+    num_classes = common.check_dataset(dataset, DATASETS).num_classes
+    data = read_data(prepared, params["train"]["dtype"], num_classes)
+    setup = {
+        "dataset": dataset,
+        "params": params,
+        "stats": common.read_stats(prepared),
+        "epochs": p["epochs"],
+        "threads": p["cpus_per_trial"],
+    }
+    return setup, data
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -429,21 +500,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     if args.exp_args is not None:
-        print(shlex.join(exp_args(common.read_json(args.exp_args))))
+        dataset = common.load_params("tune", path=args.params).get("dataset")
+        dataset = common.check_choice(dataset, "tune.dataset", sorted(DATASETS))
+        best = common.read_json(args.exp_args)
+        print(shlex.join(exp_args(best, dataset, args.params)))
         return 0
 
     p = tune_params(args.params)
-    model_p, train_p = recipe.model_params(args.params), recipe.train_params(args.params)
+    params = recipe.resolved_params(p["dataset"], args.params)
     ray = import_ray()
-    data = read_data(args.prepared / p["dataset"], train_p["dtype"])
-    setup = {
-        "dataset": p["dataset"],
-        "model": model_p,
-        "train": train_p,
-        "epochs": p["epochs"],
-        "threads": p["cpus_per_trial"],
-    }
-    name = sweep_name(p["dataset"], {"tune": p, "model": model_p, "train": train_p})
+    setup, data = trial_inputs(p, params, args.prepared / p["dataset"])
+    name = sweep_name(p["dataset"], {"tune": p, "recipe": params})
     storage = args.storage.resolve()
     try:
         where = connect(ray, p, sum(a.nbytes for a in data))
@@ -466,11 +533,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     write_outputs(args.out, trials, history, p, best, title)
     (storage / name / DONE_MARKER).touch()
-    best_file = args.out / "best_params.json"
+    apply = exp_args(common.read_json(args.out / "best_params.json"), p["dataset"], args.params)
     print(
         f"tune: best {p['metric']} {trials.loc[best, p['metric']]:.4f} "
         f"(trial {trials.loc[best, 'trial_id']}) -> {args.out}; apply it with:\n"
-        f"  dvc exp run {shlex.join(exp_args(common.read_json(best_file)))}",
+        f"  dvc exp run {shlex.join(apply)}",
         file=sys.stderr,
     )
     return 0

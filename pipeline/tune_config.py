@@ -2,22 +2,24 @@
 
 Read by the sweep stage, ``pipeline/tune.py``. Every value is checked where it is read,
 and a bad one stops with a :class:`~pipeline.common.StageError` naming its key (for
-example ``tune.space.train.lr.loguniform[0]``), the value and what is allowed. Also
-here: the best configuration in the shape of params.yaml, and the ``dvc exp run``
-arguments that apply it.
+example ``tune.space.train.scheduler.args.max_lr.loguniform[0]``), the value and what
+is allowed. The swept values are checked by ``pipeline/recipe.py`` itself, set one at a
+time into the recipe of ``tune.dataset``. Also here: the best configuration in the
+shape of params.yaml, and the ``dvc exp run -S`` arguments that apply it.
 """
 
 from __future__ import annotations
 
+import copy
 import hashlib
+import inspect
 import json
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from mininn.data import DATASETS
-from mininn.models import ACTIVATIONS
 from pipeline import common, recipe
 from pipeline.common import StageError
 
@@ -38,45 +40,48 @@ KEYS = (
 ASHA_KEYS = ("grace_period", "reduction_factor")
 METRICS = {"val_accuracy": "max", "val_loss": "min"}
 
-
-def _hidden_sizes(value: Any, key: str) -> list[int]:
-    if not isinstance(value, list):
-        raise StageError(f"{key}: expected a list of ints, e.g. [512, 256], got {value!r}")
-    return [common.check_int(s, f"{key}[{i}]", minimum=1) for i, s in enumerate(value)]
-
-
-def _boolean(value: Any, key: str) -> bool:
-    if not isinstance(value, bool):
-        raise StageError(f"{key}: expected true or false, got {value!r}")
-    return value
-
-
-# What a sweep may set: each key of model:/train: with train.py's rule for its
-# values and the kind of distribution that fits it (real, integer or categorical).
-SWEEPABLE: dict[str, tuple[str, Any]] = {
-    "model.hidden_sizes": ("categorical", _hidden_sizes),
-    "model.activation": ("categorical", lambda v, k: common.check_choice(v, k, ACTIVATIONS)),
-    "model.batch_norm": ("categorical", _boolean),
-    "model.dropout": (
-        "real",
-        lambda v, k: common.check_number(v, k, minimum=0, maximum=1, max_inclusive=False),
-    ),
-    "train.optimizer": ("categorical", lambda v, k: common.check_choice(v, k, recipe.OPTIMIZERS)),
-    "train.lr": ("real", lambda v, k: common.check_number(v, k, minimum=0, min_inclusive=False)),
-    "train.weight_decay": ("real", lambda v, k: common.check_number(v, k, minimum=0)),
-    "train.momentum": ("real", lambda v, k: common.check_number(v, k, minimum=0, maximum=1)),
-    "train.batch_size": ("integer", lambda v, k: common.check_int(v, k, minimum=1)),
-    "train.seed": ("integer", lambda v, k: common.check_int(v, k, minimum=0, maximum=2**32 - 1)),
+# What a sweep may set: the dotted keys of model:/train: and the kind of distribution
+# that fits each (real, integer or categorical). The values are checked by recipe.py.
+SWEEPABLE: dict[str, str] = {
+    "model.hidden_sizes": "categorical",
+    "model.activation": "categorical",
+    "model.batch_norm": "categorical",
+    "model.dropout": "real",
+    "train.optimizer": "categorical",
+    "train.lr": "real",
+    "train.weight_decay": "real",
+    "train.momentum": "real",
+    "train.betas": "categorical",
+    "train.label_smoothing": "real",
+    "train.clip_grad_norm": "real",
+    "train.augment.crop_padding": "integer",
+    "train.augment.hflip": "real",
+    "train.batch_size": "integer",
+    "train.seed": "integer",
 }
+SCHEDULER_ARGS = "train.scheduler.args"
+"""``train.scheduler.args.<name>``: any keyword argument of tune.dataset's scheduler."""
+NESTING = ("train.scheduler", SCHEDULER_ARGS, "train.augment")
+"""The mappings a space descends into to reach a sweepable key."""
 KIND_DISTRIBUTIONS = {
     "real": ("choice", "grid", "uniform", "loguniform"),
     "integer": ("choice", "grid", "randint"),
     "categorical": ("choice", "grid"),
+    "any": ("choice", "grid", "uniform", "loguniform", "randint"),
 }
+BUDGET_ARGS = {"OneCycleLR": ("epochs", "steps_per_epoch", "total_steps"),
+               "CosineAnnealingLR": ("T_max",)}  # fmt: skip
+"""Scheduler arguments ``recipe.scheduler_kwargs`` fills from the epochs when omitted:
+a trial's schedule spans its budget, tune.epochs."""
 NOT_SWEEPABLE = {
     "train.epochs": "a trial's epoch budget is tune.epochs",
     "train.patience": "ASHA stops the weak trials (tune.asha)",
     "train.dtype": "the data reach the workers in one dtype; set train.dtype",
+    "train.scheduler": "the scheduler is the recipe's; sweep its arguments, "
+    "train.scheduler.args.<name>",
+    "train.scheduler.name": "the scheduler is the recipe's; sweep its arguments, "
+    "train.scheduler.args.<name>",
+    "train.augment": "sweep train.augment.crop_padding and train.augment.hflip",
 }
 
 
@@ -95,39 +100,172 @@ def _check_keys(section: Mapping[str, Any], key: str, allowed: Sequence[str]) ->
         raise StageError(f"{key}: missing key(s) {', '.join(f'{key}.{k}' for k in missing)}")
 
 
-def check_space(space: Any) -> dict[str, tuple[str, Any]]:
-    """Validate ``tune.space``; return ``{"section.key": (distribution, arguments)}``.
+# ------------------------------------------------------------------ dotted keys
 
-    The space names, per section (``model`` or ``train``), the keys to sweep and one
-    distribution each::
+
+def get_dotted(tree: Mapping[str, Any], name: str) -> Any:
+    """The value at the dotted key ``name`` of nested mappings, e.g. ``train.augment.hflip``."""
+    node: Any = tree
+    for part in name.split("."):
+        node = node[part]
+    return node
+
+
+def set_dotted(tree: dict[str, Any], name: str, value: Any) -> None:
+    """Set the dotted key ``name`` of nested dicts to ``value`` (the parents must exist)."""
+    *parents, key = name.split(".")
+    node = tree
+    for part in parents:
+        node = node[part]
+    node[key] = value
+
+
+def _has_dotted(tree: Any, name: str) -> bool:
+    node = tree
+    for part in name.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            return False
+        node = node[part]
+    return True
+
+
+def set_by_override(name: str, override: Mapping[str, Any], base: Mapping[str, Any]) -> bool:
+    """Whether ``overrides.<dataset>`` decides the value of ``name`` for that dataset.
+
+    True when the override sets the key, or a key above it to a value that is not a
+    mapping (it replaces the key), or ``train.scheduler`` to another scheduler (whose
+    ``args`` replace the base's): recipe.py's deep merge.
+
+    Args:
+        name: a dotted key of ``model:``/``train:``, e.g. ``train.scheduler.args.max_lr``.
+        override: the dataset's ``{section: keys}`` (``recipe.overrides_params``).
+        base: params.yaml's ``model:`` and ``train:`` sections as written.
+    """
+    base_scheduler = base["train"].get("scheduler")
+    base_name = base_scheduler.get("name") if isinstance(base_scheduler, Mapping) else None
+    node: Any = override
+    walked: list[str] = []
+    for part in name.split("."):
+        if not isinstance(node, Mapping):
+            return True  # a value above the key replaced it
+        if walked == ["train", "scheduler"] and node.get("name", base_name) != base_name:
+            return True  # another scheduler: the base's args are not merged
+        if part not in node:
+            return False
+        node = node[part]
+        walked.append(part)
+    return True
+
+
+# ------------------------------------------------------------------ the space
+
+
+def _scheduler_argument_kind(scheduler: str, arg: str) -> str:
+    """A flag or a word (its default is a bool or str): categorical; else numbers or any
+    value the constructor accepts."""
+    default = inspect.signature(recipe.SCHEDULERS[scheduler]).parameters[arg].default
+    return "categorical" if isinstance(default, (bool, str)) else "any"
+
+
+def _allowed(base: Mapping[str, Any]) -> str:
+    """The sweepable keys, in one line."""
+    scheduler = base["train"]["scheduler"]
+    names = list(SWEEPABLE)
+    if scheduler is not None:
+        budget = BUDGET_ARGS.get(scheduler["name"], ())
+        args = [a for a in recipe.scheduler_arguments(scheduler["name"]) if a not in budget]
+        names.append(f"{SCHEDULER_ARGS}.<{'|'.join(args)}> ({scheduler['name']}'s)")
+    return ", ".join(names)
+
+
+def _kind(name: str, where: str, base: Mapping[str, Any], dataset: str) -> str:
+    """The kind of the sweepable key ``name``, or a StageError saying why it is not one."""
+    scheduler = base["train"]["scheduler"]
+    if name == "train.lr" and scheduler is not None and scheduler["name"] == "OneCycleLR":
+        raise StageError(
+            f"{where}: train.lr does nothing under {dataset}'s OneCycleLR, which sets the "
+            "learning rate from max_lr; sweep train.scheduler.args.max_lr instead"
+        )
+    if name in SWEEPABLE:
+        return SWEEPABLE[name]
+    if name.startswith(SCHEDULER_ARGS + "."):
+        arg = name[len(SCHEDULER_ARGS) + 1 :]
+        if scheduler is None:
+            raise StageError(
+                f"{where}: {dataset}'s recipe has no scheduler (train.scheduler: null); "
+                "set one, or sweep train.lr"
+            )
+        if arg in BUDGET_ARGS.get(scheduler["name"], ()):
+            raise StageError(
+                f"{where}: {scheduler['name']}'s {arg} is filled from a trial's budget, "
+                "tune.epochs; sweep another argument"
+            )
+        if arg in recipe.scheduler_arguments(scheduler["name"]):
+            return _scheduler_argument_kind(scheduler["name"], arg)
+    why = NOT_SWEEPABLE.get(name, f"the sweepable keys are {_allowed(base)}")
+    raise StageError(f"{where}: unknown parameter {name!r}; {why}")
+
+
+def _leaves(name: str, spec: Any) -> Iterator[tuple[str, Any]]:
+    """``(dotted key, distribution)`` of every key a space names, descending into NESTING."""
+    distribution = isinstance(spec, Mapping) and any(d in spec for d in KIND_DISTRIBUTIONS["any"])
+    if name in NESTING and isinstance(spec, Mapping) and spec and not distribution:
+        for key, inner in spec.items():
+            yield from _leaves(f"{name}.{key}", inner)
+    else:
+        yield name, spec
+
+
+def check_space(
+    space: Any, base: Mapping[str, Any], dataset: str = "tune.dataset"
+) -> dict[str, tuple[str, Any]]:
+    """Validate ``tune.space``; return ``{"dotted.key": (distribution, arguments)}``.
+
+    The space has the shape of params.yaml: under ``model:`` and ``train:``, the keys
+    to sweep (nested ones too), each with one distribution::
 
         space:
           train:
-            lr:
-              loguniform: [0.0001, 0.01]     # log-uniform between the bounds
+            scheduler:
+              args:
+                max_lr:
+                  loguniform: [0.001, 0.01]  # log-uniform between the bounds
+            weight_decay:
+              loguniform: [0.001, 0.1]
             batch_size:
               choice: [64, 128, 256]         # one of the values, drawn per trial
           model:
             dropout:
-              uniform: [0.0, 0.5]
+              uniform: [0.1, 0.5]
 
     ``grid: [...]`` tries every value (times ``num_samples``), ``randint: [low, high]``
-    draws an integer with both bounds included. Every value and bound is checked with
-    the rule ``pipeline/recipe.py`` applies to that key.
+    draws an integer with both bounds included. The keys are those of ``SWEEPABLE``
+    and ``train.scheduler.args.<name>``, any keyword argument of the scheduler of
+    ``base`` except those filled from the epochs (``BUDGET_ARGS``). Each value of a
+    choice or grid and each bound is set into ``base`` alone and checked by
+    ``recipe.check_model``/``check_train``, the rules every stage applies (the
+    scheduler built on a stand-in optimizer); values drawn between two accepted
+    bounds, and combinations of values, are the trial's to refuse.
 
+    Args:
+        space: ``tune.space`` as written.
+        base: the recipe the trials start from, ``recipe.resolved_params(dataset)``.
+        dataset: its name, for the messages.
     Raises:
-        StageError: the space is empty, names an unknown section or parameter, or a
-            distribution or value that does not fit its parameter; the message names
-            the key, e.g. ``tune.space.train.lr.loguniform``.
+        StageError: the space is empty, names an unknown section or parameter (the
+            message lists the sweepable ones), ``train.lr`` under OneCycleLR (which
+            ignores it), or a distribution or value that does not fit its parameter;
+            the message names the key, e.g. ``tune.space.model.dropout.uniform[1]``.
     Example:
-        >>> check_space({"train": {"lr": {"loguniform": [0.0001, 0.01]}}})
-        {'train.lr': ('loguniform', [0.0001, 0.01])}
-        >>> check_space({"train": {"lr": {"choice": []}}})
+        >>> base = recipe.resolved_params("mnist")
+        >>> check_space({"model": {"dropout": {"uniform": [0.1, 0.5]}}}, base)
+        {'model.dropout': ('uniform', [0.1, 0.5])}
+        >>> check_space({"train": {"label_smoothing": {"choice": [0.1, 1.5]}}}, base)
         Traceback (most recent call last):
         ...
-        pipeline.common.StageError: tune.space.train.lr.choice: expected a non-empty list, got []
-    """
-    example = "e.g. train: {lr: {loguniform: [0.0001, 0.01]}}"
+        pipeline.common.StageError: tune.space.train.label_smoothing.choice[1]: expected a value in [0, 1], got 1.5
+    """  # noqa: E501
+    example = "e.g. model: {dropout: {uniform: [0.1, 0.5]}}"
     if space is None or (isinstance(space, Mapping) and not space):
         raise StageError(f"tune.space: empty; name at least one parameter to sweep, {example}")
     _check_mapping(space, "tune.space")
@@ -139,17 +277,16 @@ def check_space(space: Any) -> dict[str, tuple[str, Any]]:
         if not keys:
             raise StageError(f"{where}: empty; name a parameter to sweep, {example}")
         for key, spec in _check_mapping(keys, where).items():
-            name = f"{section}.{key}"
-            result[name] = _check_distribution(name, spec)
+            for name, leaf in _leaves(f"{section}.{key}", spec):
+                result[name] = _check_distribution(name, leaf, base, dataset)
     return result
 
 
-def _check_distribution(name: str, spec: Any) -> tuple[str, Any]:
+def _check_distribution(
+    name: str, spec: Any, base: Mapping[str, Any], dataset: str
+) -> tuple[str, Any]:
     where = f"tune.space.{name}"
-    if name not in SWEEPABLE:
-        why = NOT_SWEEPABLE.get(name, f"the sweepable parameters are {list(SWEEPABLE)}")
-        raise StageError(f"{where}: unknown parameter {name!r}; {why}")
-    kind, check = SWEEPABLE[name]
+    kind = _kind(name, where, base, dataset)
     allowed = KIND_DISTRIBUTIONS[kind]
     if not isinstance(spec, Mapping) or len(spec) != 1 or next(iter(spec)) not in allowed:
         raise StageError(
@@ -161,15 +298,36 @@ def _check_distribution(name: str, spec: Any) -> tuple[str, Any]:
     if not isinstance(args, list) or not args:
         raise StageError(f"{where}: expected a non-empty list, got {args!r}")
     if distribution in ("choice", "grid"):
-        return distribution, [check(v, f"{where}[{i}]") for i, v in enumerate(args)]
+        return distribution, [
+            _check_value(name, v, f"{where}[{i}]", base) for i, v in enumerate(args)
+        ]
     if len(args) != 2:
         raise StageError(f"{where}: expected [low, high], got {args!r}")
-    low, high = (check(v, f"{where}[{i}]") for i, v in enumerate(args))
+    number = common.check_int if distribution == "randint" else common.check_number
+    for i, v in enumerate(args):
+        number(v, f"{where}[{i}]")  # a number before the recipe's rule
+    low, high = (_check_value(name, v, f"{where}[{i}]", base) for i, v in enumerate(args))
     if not low < high:
         raise StageError(f"{where}: expected low < high, got {args!r}")
     if distribution == "loguniform" and low <= 0:
         raise StageError(f"{where}: expected a positive lower bound (a log scale), got {low!r}")
     return distribution, [low, high]
+
+
+def _check_value(name: str, value: Any, where: str, base: Mapping[str, Any]) -> Any:
+    """``value`` set at ``name`` in ``base`` and checked by recipe.py, as it returns it;
+    its message re-addressed to ``where``."""
+    trial = copy.deepcopy(dict(base))
+    set_dotted(trial, name, value)
+    try:
+        checked = {"model": recipe.check_model(trial["model"]),
+                   "train": recipe.check_train(trial["train"])}  # fmt: skip
+    except StageError as exc:
+        message = str(exc)
+        if message.startswith(name) and message[len(name) : len(name) + 1] in (":", "[", "."):
+            raise StageError(f"{where}{message[len(name) :]}") from None
+        raise StageError(f"{where}: {message}") from None  # e.g. the scheduler refused it
+    return get_dotted(checked, name)
 
 
 def tune_params(path: str | Path | None = None, *, local: bool | None = None) -> dict[str, Any]:
@@ -181,11 +339,14 @@ def tune_params(path: str | Path | None = None, *, local: bool | None = None) ->
             case ``num_cpus`` is resolved and the concurrency checked against it.
             Default: decided from ``RAY_ADDRESS``.
     Returns:
-        The section, with ``space`` as :func:`check_space` returns it and ``num_cpus``
-        resolved (None on a cluster: the cluster's own CPUs are checked on connecting).
+        The section, with ``space`` as :func:`check_space` returns it (checked against
+        the recipe of ``tune.dataset``) and ``num_cpus`` resolved (None on a cluster:
+        the cluster's own CPUs are checked on connecting).
     Raises:
         StageError: a missing or unknown key, or a bad value; more trials at once than
-            CPUs (``max_concurrent_trials * cpus_per_trial > num_cpus``).
+            CPUs (``max_concurrent_trials * cpus_per_trial > num_cpus``); a recipe
+            (``model:``, ``train:``, ``overrides:``) that recipe.py refuses, or whose
+            scheduler fixes an argument a trial fills from its budget.
     """
     p = common.load_params("tune", KEYS, path)
     _check_keys(p, "tune", KEYS)
@@ -206,8 +367,11 @@ def tune_params(path: str | Path | None = None, *, local: bool | None = None) ->
             f"tune.asha.grace_period: {grace} is more than tune.epochs ({epochs}): "
             f"no trial could be stopped early; use 1 to {epochs}"
         )
+    dataset = common.check_choice(p["dataset"], "tune.dataset", sorted(DATASETS))
+    base = recipe.resolved_params(dataset, path)
+    _check_budget_args(dataset, base, path)
     result = {
-        "dataset": common.check_choice(p["dataset"], "tune.dataset", sorted(DATASETS)),
+        "dataset": dataset,
         "num_samples": common.check_int(p["num_samples"], "tune.num_samples", minimum=1),
         "max_concurrent_trials": common.check_int(
             p["max_concurrent_trials"], "tune.max_concurrent_trials", minimum=1
@@ -230,7 +394,7 @@ def tune_params(path: str | Path | None = None, *, local: bool | None = None) ->
         },
         "max_failures": common.check_int(p["max_failures"], "tune.max_failures", minimum=0),
         "seed": common.check_int(p["seed"], "tune.seed", minimum=0, maximum=2**32 - 1),
-        "space": check_space(p["space"]),
+        "space": check_space(p["space"], base, dataset),
     }
     if local is None:
         local = not os.environ.get("RAY_ADDRESS")
@@ -246,6 +410,26 @@ def tune_params(path: str | Path | None = None, *, local: bool | None = None) ->
     else:
         result["num_cpus"] = None
     return result
+
+
+def _check_budget_args(dataset: str, base: Mapping[str, Any], path: str | Path | None) -> None:
+    """Refuse a recipe whose scheduler fixes the length a trial takes from tune.epochs."""
+    scheduler = base["train"]["scheduler"]
+    if scheduler is None:
+        return
+    fixed = [a for a in BUDGET_ARGS.get(scheduler["name"], ()) if a in scheduler["args"]]
+    if not fixed:
+        return
+    name = f"{SCHEDULER_ARGS}.{fixed[0]}"
+    written = {"model": common.load_params("model", path=path),
+               "train": common.load_params("train", path=path)}  # fmt: skip
+    override = recipe.overrides_params(path).get(dataset, {})
+    where = f"overrides.{dataset}.{name}" if set_by_override(name, override, written) else name
+    raise StageError(
+        f"{where}: {scheduler['name']}'s {fixed[0]} is fixed at {scheduler['args'][fixed[0]]!r}, "
+        f"but a trial trains tune.epochs epochs; remove it (the stage fills it from the "
+        "epochs) to sweep this recipe"
+    )
 
 
 def check_concurrency(p: Mapping[str, Any], cpus: float, where: str) -> None:
@@ -269,38 +453,67 @@ def sweep_name(dataset: str, sections: Mapping[str, Any]) -> str:
     return f"{dataset}-{hashlib.sha256(text.encode()).hexdigest()[:12]}"
 
 
-def best_params(config: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
-    """Nest a trial's ``{"section.key": value}`` in the shape of params.yaml.
+# ------------------------------------------------------------------ the best configuration
+
+
+def best_params(config: Mapping[str, Any]) -> dict[str, Any]:
+    """Nest a trial's ``{"dotted.key": value}`` in the shape of params.yaml.
 
     Example:
-        >>> best_params({"train.lr": 0.002, "model.hidden_sizes": [256, 128]})
-        {'train': {'lr': 0.002}, 'model': {'hidden_sizes': [256, 128]}}
+        >>> best_params({"train.scheduler.args.max_lr": 0.002, "model.hidden_sizes": [256, 128]})
+        {'train': {'scheduler': {'args': {'max_lr': 0.002}}}, 'model': {'hidden_sizes': [256, 128]}}
     """
-    nested: dict[str, dict[str, Any]] = {}
+    nested: dict[str, Any] = {}
     for name, value in config.items():
-        section, key = name.split(".", 1)
-        nested.setdefault(section, {})[key] = value
+        *parents, key = name.split(".")
+        node = nested
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[key] = value
     return nested
 
 
-def exp_args(best: Mapping[str, Mapping[str, Any]]) -> list[str]:
-    """The ``dvc exp run`` arguments that set the values of ``best`` in params.yaml.
+def _flatten(tree: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
+    for key, value in sorted(tree.items()):
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            yield from _flatten(value, name + ".")
+        else:
+            yield name, value
 
-    DVC reads each value as YAML: lists are written ``[256,128]``, booleans
-    ``true``/``false``, numbers at full precision.
 
-    Example:
-        >>> exp_args({"train": {"lr": 0.002, "optimizer": "adam"}, "model": {"batch_norm": True}})
-        ['-S', 'model.batch_norm=true', '-S', 'train.lr=0.002', '-S', 'train.optimizer=adam']
+def _yaml_text(value: Any) -> str:
+    """``value`` as DVC's ``-S`` reads it (YAML): ``[256,128]``, ``true``, ``null``, full-precision floats."""  # noqa: E501
+    if isinstance(value, list):
+        return json.dumps(value, separators=(",", ":"))
+    if isinstance(value, bool):
+        return str(value).lower()
+    if value is None:
+        return "null"
+    return value if isinstance(value, str) else repr(value)
+
+
+def exp_args(best: Mapping[str, Any], dataset: str, path: str | Path | None = None) -> list[str]:
+    """The ``dvc exp run`` arguments that give ``dataset`` the values of ``best``.
+
+    A key goes to ``model:``/``train:`` (``-S train.weight_decay=0.02``), unless
+    ``overrides.<dataset>`` decides its value (:func:`set_by_override`): then to the
+    override (``-S overrides.mnist.train.augment.crop_padding=2``), as a base value
+    would not reach the dataset. A key params.yaml does not hold yet is added with
+    Hydra's ``+`` (``-S +train.scheduler.args.pct_start=0.25``), which DVC requires.
+
+    Args:
+        best: ``best_params.json``, in the shape of params.yaml.
+        dataset: the dataset swept, ``tune.dataset``.
+        path: the params file the arguments apply to. Default: the project's.
     """
+    written = {"model": common.load_params("model", path=path),
+               "train": common.load_params("train", path=path)}  # fmt: skip
+    override = recipe.overrides_params(path).get(dataset, {})
+    doc = {**written, "overrides": {dataset: override}}
     args = []
-    for section, values in sorted(best.items()):
-        for key, value in sorted(values.items()):
-            if isinstance(value, list):
-                text = json.dumps(value, separators=(",", ":"))
-            elif isinstance(value, bool):
-                text = str(value).lower()
-            else:
-                text = value if isinstance(value, str) else repr(value)
-            args += ["-S", f"{section}.{key}={text}"]
+    for name, value in _flatten(best):
+        key = f"overrides.{dataset}.{name}" if set_by_override(name, override, written) else name
+        plus = "" if _has_dotted(doc, key) else "+"
+        args += ["-S", f"{plus}{key}={_yaml_text(value)}"]
     return args

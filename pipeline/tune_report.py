@@ -128,7 +128,8 @@ def choose_best(trials, p: Mapping[str, Any]) -> int:
     if final.isna().all():
         raise StageError(
             "tune: every trial diverged (the loss became NaN or infinite); "
-            "narrow tune.space, e.g. lower the largest train.lr"
+            "narrow tune.space, e.g. lower the largest learning rate "
+            "(train.scheduler.args.max_lr, or train.lr without a scheduler)"
         )
     full = trials["epochs"] == p["epochs"]
     candidates = final[full & final.notna()] if (full & final.notna()).any() else final

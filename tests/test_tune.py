@@ -6,6 +6,7 @@ The fast tests need no Ray. The slow one starts a local Ray with 2 CPUs and runs
 
 from __future__ import annotations
 
+import copy
 import json
 import socket
 import subprocess
@@ -16,22 +17,40 @@ import numpy as np
 import pytest
 import yaml
 
-from pipeline import common, tune, tune_config, tune_report
+from pipeline import common, recipe, tune, tune_config, tune_report
 from pipeline.common import StageError
 from tests._idx import write_prepared
 
 PARAMS = common.PARAMS_FILE
 
 
-def write_params(path: Path, **tune_changes) -> Path:
-    """The project's params.yaml with a small model and ``tune_changes`` over its tune:."""
+def write_params(path: Path, train: dict | None = None, overrides=None, **tune_changes) -> Path:
+    """The project's params.yaml with a small model, ``train`` over its train:,
+    ``overrides`` (if given) as its overrides: and ``tune_changes`` over its tune:."""
     with open(PARAMS, encoding="utf-8") as f:
         params = yaml.safe_load(f)
     params["model"].update(hidden_sizes=[16], batch_norm=False, dropout=0.0, activation="relu")
     params["train"].update(optimizer="adam", lr=0.01, batch_size=16, seed=0, dtype="float32")
+    params["train"].update(train or {})
+    if overrides is not None:
+        params["overrides"] = overrides
     params["tune"].update(tune_changes)
     path.write_text(yaml.safe_dump(params, sort_keys=False), encoding="utf-8")
     return path
+
+
+@pytest.fixture(scope="module")
+def onecycle():
+    """The committed recipe of fashion-mnist (OneCycleLR, max_lr 0.003)."""
+    return recipe.resolved_params("fashion-mnist", PARAMS)
+
+
+@pytest.fixture(scope="module")
+def constant(onecycle):
+    """The same recipe with a constant learning rate (train.scheduler: null)."""
+    params = copy.deepcopy(onecycle)
+    params["train"]["scheduler"] = None
+    return params
 
 
 @pytest.fixture
@@ -46,17 +65,56 @@ def test_committed_params_are_valid(local):
     p = tune_config.tune_params(PARAMS)
     assert p["space"] and p["epochs"] >= p["asha"]["grace_period"]
     assert p["max_concurrent_trials"] * p["cpus_per_trial"] <= p["num_cpus"]
+    # under the recipe's OneCycleLR the peak lr is swept, not train.lr (which it ignores)
+    assert (
+        recipe.resolved_params(p["dataset"], PARAMS)["train"]["scheduler"]["name"] == "OneCycleLR"
+    )
+    assert "train.scheduler.args.max_lr" in p["space"] and "train.lr" not in p["space"]
 
 
-def test_space_becomes_tune_distributions():
+def test_space_becomes_tune_distributions(constant):
     space = tune_config.check_space({"train": {"lr": {"loguniform": [0.001, 0.1]},
-                                        "batch_size": {"randint": [16, 64]}},
-                              "model": {"hidden_sizes": {"grid": [[8], [16, 8]]}}})  # fmt: skip
+                                               "batch_size": {"randint": [16, 64]}},
+                                     "model": {"hidden_sizes": {"grid": [[8], [16, 8]]}}},
+                                    constant)  # fmt: skip
     assert space == {
         "train.lr": ("loguniform", [0.001, 0.1]),
         "train.batch_size": ("randint", [16, 64]),
         "model.hidden_sizes": ("grid", [[8], [16, 8]]),
     }
+
+
+def test_recipe_keys_become_tune_distributions(onecycle):
+    """The recipe's keys, nested as in params.yaml; values as recipe.py returns them."""
+    space = tune_config.check_space(
+        {"train": {"scheduler": {"args": {"max_lr": {"loguniform": [0.001, 0.01]},
+                                          "pct_start": {"uniform": [0.1, 0.5]},
+                                          "anneal_strategy": {"choice": ["cos", "linear"]},
+                                          "div_factor": {"choice": [10, 25.0]}}},
+                   "label_smoothing": {"uniform": [0, 0.2]},
+                   "clip_grad_norm": {"choice": [None, 1]},
+                   "augment": {"crop_padding": {"randint": [0, 2]}, "hflip": {"grid": [0, 0.5]}},
+                   "weight_decay": {"loguniform": [0.001, 0.1]},
+                   "batch_size": {"choice": [64, 128]},
+                   "betas": {"choice": [[0.9, 0.999], [0.95, 0.99]]}},
+         "model": {"dropout": {"uniform": [0.1, 0.5]}}},
+        onecycle,
+    )  # fmt: skip
+    assert space == {
+        "train.scheduler.args.max_lr": ("loguniform", [0.001, 0.01]),
+        "train.scheduler.args.pct_start": ("uniform", [0.1, 0.5]),
+        "train.scheduler.args.anneal_strategy": ("choice", ["cos", "linear"]),
+        "train.scheduler.args.div_factor": ("choice", [10, 25.0]),
+        "train.label_smoothing": ("uniform", [0.0, 0.2]),
+        "train.clip_grad_norm": ("choice", [None, 1.0]),
+        "train.augment.crop_padding": ("randint", [0, 2]),
+        "train.augment.hflip": ("grid", [0.0, 0.5]),
+        "train.weight_decay": ("loguniform", [0.001, 0.1]),
+        "train.batch_size": ("choice", [64, 128]),
+        "train.betas": ("choice", [[0.9, 0.999], [0.95, 0.99]]),
+        "model.dropout": ("uniform", [0.1, 0.5]),
+    }
+    assert all(type(v) is float for v in space["train.label_smoothing"][1])
 
 
 @pytest.mark.parametrize(
@@ -93,11 +151,118 @@ def test_space_becomes_tune_distributions():
         ({"model": {"activation": {"choice": ["gelu"]}}}, r"activation\.choice\[0\]: .*'gelu'"),
         ({"model": {"hidden_sizes": {"choice": [[8], [0]]}}}, r"hidden_sizes\.choice\[1\]\[0\]"),
         ({"train": {"optimizer": {"choice": ["lbfgs"]}}}, r"optimizer\.choice\[0\]: .*'lbfgs'"),
+        ({"train": {"scheduler": {"args": {"max_lr": {"choice": [0.01]}}}}},
+         r"^tune\.space\.train\.scheduler\.args\.max_lr: fashion-mnist's recipe has no scheduler "
+         r"\(train\.scheduler: null\); set one, or sweep train\.lr$"),
     ],
-)
-def test_bad_space_names_the_key(space, match):
+)  # fmt: skip
+def test_bad_space_names_the_key(constant, space, match):
     with pytest.raises(StageError, match=match):
-        tune_config.check_space(space)
+        tune_config.check_space(space, constant, "fashion-mnist")
+
+
+@pytest.mark.parametrize(
+    ("space", "match"),
+    [
+        ({"train": {"lr": {"loguniform": [0.001, 0.01]}}},
+         r"^tune\.space\.train\.lr: train\.lr does nothing under fashion-mnist's OneCycleLR, "
+         r"which sets the learning rate from max_lr; sweep train\.scheduler\.args\.max_lr "
+         r"instead$"),
+        ({"train": {"scheduler": {"args": {"maxlr": {"choice": [0.01]}}}}},
+         r"^tune\.space\.train\.scheduler\.args\.maxlr: unknown parameter "
+         r"'train\.scheduler\.args\.maxlr'; the sweepable keys are model\.hidden_sizes, .*"
+         r"train\.label_smoothing, train\.clip_grad_norm, train\.augment\.crop_padding, "
+         r"train\.augment\.hflip, .*train\.scheduler\.args\.<max_lr\|pct_start\|.*"
+         r"final_div_factor\|three_phase> \(OneCycleLR's\)$"),
+        ({"train": {"scheduler": {"args": {"epochs": {"choice": [3]}}}}},
+         r"args\.epochs: OneCycleLR's epochs is filled from a trial's budget, tune\.epochs"),
+        ({"train": {"scheduler": {"args": {"total_steps": {"choice": [30]}}}}},
+         r"args\.total_steps: OneCycleLR's total_steps is filled from a trial's budget"),
+        ({"train": {"scheduler": {"choice": [None]}}},
+         r"tune\.space\.train\.scheduler: unknown parameter .*the scheduler is the recipe's"),
+        ({"train": {"scheduler": {"name": {"choice": ["StepLR"]}}}},
+         r"tune\.space\.train\.scheduler\.name: unknown parameter .*sweep its arguments"),
+        ({"train": {"augment": {"choice": [{"crop_padding": 1, "hflip": 0.5}]}}},
+         r"tune\.space\.train\.augment: unknown .*sweep train\.augment\.crop_padding and"),
+        ({"train": {"augment": {"rotate": {"choice": [10]}}}},
+         r"tune\.space\.train\.augment\.rotate: unknown parameter"),
+        # the scheduler's constructor refuses a value, named where it was written
+        ({"train": {"scheduler": {"args": {"max_lr": {"loguniform": [0.0, 0.01]}}}}},
+         r"^tune\.space\.train\.scheduler\.args\.max_lr\.loguniform\[0\]: train\.scheduler\.args: "
+         r"OneCycleLR refuses \{.*'max_lr': 0\.0.*\}: .*max_lr"),
+        ({"train": {"scheduler": {"args": {"pct_start": {"uniform": [0.1, 1.5]}}}}},
+         r"^tune\.space\.train\.scheduler\.args\.pct_start\.uniform\[1\]: .*OneCycleLR refuses"),
+        ({"train": {"scheduler": {"args": {"max_lr": {"choice": ["1e-3"]}}}}},
+         r"max_lr\.choice\[0\]: expected a number, got the string '1e-3'; PyYAML"),
+        ({"train": {"scheduler": {"args": {"max_lr": {"uniform": ["1e-3", 0.01]}}}}},
+         r"max_lr\.uniform\[0\]: expected a number, got the string '1e-3'"),
+        ({"train": {"scheduler": {"args": {"anneal_strategy": {"uniform": [0, 1]}}}}},
+         r"anneal_strategy: expected one distribution of \['choice', 'grid'\]"),
+        ({"train": {"scheduler": {"args": {"anneal_strategy": {"choice": ["cosine"]}}}}},
+         r"anneal_strategy\.choice\[0\]: .*OneCycleLR refuses"),
+        ({"train": {"label_smoothing": {"uniform": [0.0, 1.5]}}},
+         r"^tune\.space\.train\.label_smoothing\.uniform\[1\]: expected a value in \[0, 1\], "
+         r"got 1\.5$"),
+        ({"train": {"clip_grad_norm": {"choice": [None, 0.0]}}},
+         r"^tune\.space\.train\.clip_grad_norm\.choice\[1\]: expected a value in \(0, inf\]"),
+        ({"train": {"clip_grad_norm": {"uniform": [None, 1.0]}}},
+         r"clip_grad_norm\.uniform\[0\]: expected a number, got None"),
+        ({"train": {"augment": {"crop_padding": {"uniform": [0, 2]}}}},
+         r"crop_padding: expected one distribution of \['choice', 'grid', 'randint'\]"),
+        ({"train": {"augment": {"crop_padding": {"randint": [0, 29]}}}},
+         r"^tune\.space\.train\.augment\.crop_padding\.randint\[1\]: expected a value in "
+         r"\[0, 28\], got 29$"),
+        ({"train": {"augment": {"crop_padding": {"choice": [1.5]}}}},
+         r"crop_padding\.choice\[0\]: expected an integer"),
+        ({"train": {"augment": {"hflip": {"uniform": [0.0, 1.5]}}}},
+         r"augment\.hflip\.uniform\[1\]: expected a value in \[0, 1\]"),
+        ({"train": {"weight_decay": {"choice": [-0.1]}}},
+         r"weight_decay\.choice\[0\]: expected a value in \[0, inf\], got -0\.1"),
+        ({"model": {"dropout": {"uniform": [0.1, 1.0]}}},
+         r"^tune\.space\.model\.dropout\.uniform\[1\]: expected a value in \[0, 1\), got 1\.0$"),
+        ({"train": {"batch_size": {"choice": [0]}}},
+         r"batch_size\.choice\[0\]: expected a value in \[1, "),
+        ({"train": {"betas": {"choice": [[0.9, 1.0]]}}}, r"betas\.choice\[0\]\[1\]: expected"),
+    ],
+)  # fmt: skip
+def test_bad_recipe_space_names_the_key(onecycle, space, match):
+    with pytest.raises(StageError, match=match):
+        tune_config.check_space(space, onecycle, "fashion-mnist")
+
+
+@pytest.mark.parametrize(
+    ("train", "overrides", "match"),
+    [
+        ({"scheduler": {"name": "OneCycleLR", "args": {"max_lr": 0.003, "epochs": 40}}}, None,
+         r"^train\.scheduler\.args\.epochs: OneCycleLR's epochs is fixed at 40, but a trial "
+         r"trains tune\.epochs epochs; remove it \(the stage fills it from the epochs\)"),
+        ({}, {"mnist": {"train": {"scheduler": {"name": "CosineAnnealingLR",
+                                                "args": {"T_max": 40}}}}},
+         r"^overrides\.mnist\.train\.scheduler\.args\.T_max: CosineAnnealingLR's T_max is fixed"),
+    ],
+)  # fmt: skip
+def test_recipe_that_fixes_the_cycle_length_is_refused(tmp_path, local, train, overrides, match):
+    """A trial's schedule spans its budget: an explicit length would not."""
+    space = {"model": {"dropout": {"uniform": [0.1, 0.5]}}}
+    path = write_params(tmp_path / "params.yaml", train=train, overrides=overrides,
+                        dataset="mnist", space=space)  # fmt: skip
+    with pytest.raises(StageError, match=match):
+        tune_config.tune_params(path)
+
+
+def test_space_is_checked_against_the_recipe_of_tune_dataset(tmp_path, local):
+    """mnist's override replaces its scheduler: its arguments, not the base's, are sweepable."""
+    overrides = {"mnist": {"train": {"scheduler": {"name": "StepLR", "args": {"step_size": 2}}}}}
+    space = {"train": {"scheduler": {"args": {"gamma": {"uniform": [0.1, 0.9]}}}}}
+    path = write_params(tmp_path / "params.yaml", overrides=overrides, dataset="mnist",
+                        space=space)  # fmt: skip
+    assert tune_config.tune_params(path)["space"] == {
+        "train.scheduler.args.gamma": ("uniform", [0.1, 0.9])
+    }
+    path = write_params(tmp_path / "params.yaml", overrides=overrides, dataset="fashion-mnist",
+                        space=space)  # fmt: skip
+    with pytest.raises(StageError, match=r"args\.gamma: unknown parameter.*\(OneCycleLR's\)"):
+        tune_config.tune_params(path)
 
 
 @pytest.mark.parametrize(
@@ -149,21 +314,89 @@ def test_concurrency_is_checked_against_the_cluster_not_this_machine(tmp_path, m
 
 
 def test_best_params_have_the_shape_of_params_yaml():
-    best = tune_config.best_params({"train.lr": 0.0025, "model.hidden_sizes": [64, 32],
-                             "model.batch_norm": False, "train.batch_size": 64})  # fmt: skip
-    assert best == {"train": {"lr": 0.0025, "batch_size": 64},
+    best = tune_config.best_params({"train.scheduler.args.max_lr": 0.0025,
+                                    "model.hidden_sizes": [64, 32], "model.batch_norm": False,
+                                    "train.batch_size": 64,
+                                    "train.clip_grad_norm": None})  # fmt: skip
+    assert best == {"train": {"scheduler": {"args": {"max_lr": 0.0025}}, "batch_size": 64,
+                              "clip_grad_norm": None},
                     "model": {"hidden_sizes": [64, 32], "batch_norm": False}}  # fmt: skip
-    assert tune_config.exp_args(best) == [
+    assert tune_config.exp_args(best, "fashion-mnist", PARAMS) == [
         "-S", "model.batch_norm=false", "-S", "model.hidden_sizes=[64,32]",
-        "-S", "train.batch_size=64", "-S", "train.lr=0.0025",
+        "-S", "train.batch_size=64", "-S", "train.clip_grad_norm=null",
+        "-S", "train.scheduler.args.max_lr=0.0025",
     ]  # fmt: skip
+
+
+REPLACED_SCHEDULER = {"mnist": {"train": {"scheduler": {"name": "StepLR",
+                                                        "args": {"step_size": 2}}}}}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("dataset", "overrides", "best", "expected"),
+    [
+        # the committed overrides: mnist's crop padding is its own
+        ("mnist", None,
+         {"train": {"augment": {"crop_padding": 2, "hflip": 0.5},
+                    "scheduler": {"args": {"max_lr": 0.004, "pct_start": 0.25}}},
+          "model": {"dropout": 0.2}},
+         ["model.dropout=0.2", "overrides.mnist.train.augment.crop_padding=2",
+          "train.augment.hflip=0.5", "train.scheduler.args.max_lr=0.004",
+          "+train.scheduler.args.pct_start=0.25"]),
+        ("fashion-mnist", None, {"train": {"augment": {"crop_padding": 2}}},
+         ["train.augment.crop_padding=2"]),
+        # an override that replaces the scheduler holds all of its arguments
+        ("mnist", REPLACED_SCHEDULER, {"train": {"scheduler": {"args": {"gamma": 0.5,
+                                                                         "step_size": 3}}}},
+         ["+overrides.mnist.train.scheduler.args.gamma=0.5",
+          "overrides.mnist.train.scheduler.args.step_size=3"]),
+        ("fashion-mnist", REPLACED_SCHEDULER,
+         {"train": {"scheduler": {"args": {"max_lr": 0.004}}}},
+         ["train.scheduler.args.max_lr=0.004"]),
+        ("mnist", {"mnist": {"train": {"clip_grad_norm": 1.0}}},
+         {"train": {"clip_grad_norm": None}},
+         ["overrides.mnist.train.clip_grad_norm=null"]),
+    ],
+)  # fmt: skip
+def test_exp_args_give_the_swept_dataset_the_best_values(tmp_path, dataset, overrides, best,
+                                                        expected):  # fmt: skip
+    """Applied by DVC's own ``-S`` parser, the arguments give ``dataset``'s recipe the
+    best values; a value the dataset overrides leaves the other dataset as it was."""
+    from dvc.utils.hydra import apply_overrides
+
+    path = write_params(tmp_path / "params.yaml", overrides=overrides)
+    args = tune_config.exp_args(best, dataset, path)
+    assert args[::2] == ["-S"] * len(expected) and args[1::2] == expected
+    other = "mnist" if dataset == "fashion-mnist" else "fashion-mnist"
+    before = recipe.resolved_params(other, path)
+    apply_overrides(path, args[1::2])
+    after = recipe.resolved_params(dataset, path)
+    other_after = recipe.resolved_params(other, path)
+    for (name, value), arg in zip(tune_config._flatten(best), args[1::2], strict=True):
+        assert tune_config.get_dotted(after, name) == value, name
+        if arg.lstrip("+").startswith("overrides."):
+            assert _lookup(other_after, name) == _lookup(before, name), name
+
+
+def _lookup(tree: dict, name: str):
+    try:
+        return tune_config.get_dotted(tree, name)
+    except KeyError:
+        return "absent"
 
 
 def test_exp_args_prints_the_dvc_command(tmp_path, capsys):
     best = tmp_path / "best_params.json"
-    best.write_text(json.dumps({"train": {"lr": 0.001}, "model": {"hidden_sizes": [8]}}))
+    best.write_text(json.dumps({"train": {"scheduler": {"args": {"max_lr": 0.001}}},
+                                "model": {"hidden_sizes": [8]}}))  # fmt: skip
     assert tune.main(["--exp-args", str(best)]) == 0
-    assert capsys.readouterr().out.strip() == "-S 'model.hidden_sizes=[8]' -S train.lr=0.001"
+    assert capsys.readouterr().out.strip() == (
+        "-S 'model.hidden_sizes=[8]' -S train.scheduler.args.max_lr=0.001"
+    )
+    best.write_text(json.dumps({"train": {"augment": {"crop_padding": 3}}}))
+    params = write_params(tmp_path / "params.yaml", dataset="mnist")
+    assert tune.main(["--exp-args", str(best), "--params", str(params)]) == 0
+    assert capsys.readouterr().out.strip() == "-S overrides.mnist.train.augment.crop_padding=3"
 
 
 def test_sweep_name_changes_with_the_params():
@@ -225,28 +458,109 @@ def test_malformed_ray_address(address):
         tune.check_address(address)
 
 
-# ------------------------------------------------------------------ a real sweep
+# ------------------------------------------------------------------ the trial's training
+
+TRIAL_VALUES = {
+    "train.scheduler.args.max_lr": 0.02,
+    "train.scheduler.args.pct_start": 0.4,
+    "train.weight_decay": 0.05,
+    "train.label_smoothing": 0.05,
+    "train.clip_grad_norm": 0.5,
+    "train.augment.crop_padding": 2,
+    "train.augment.hflip": 0.5,
+    "train.batch_size": 32,
+    "model.dropout": 0.25,
+}
 
 
-def uninterrupted_val_losses(prepared: Path, params: Path, lr: float, epochs: int) -> list[float]:
-    """The validation loss per epoch of one trial's training, run here in one go."""
+def test_a_trial_trains_the_train_stage_recipe(tmp_path, local):
+    """float64, exact: a trial's epochs and final weights are the train stage's on
+    params.yaml with the trial's values applied by ``--exp-args``' arguments (through
+    DVC's own ``-S`` parser) and train.epochs set to the budget: the same OneCycleLR
+    over the same cycle, label smoothing, clipping, augmentation (mnist's own crop
+    padding, from its override), Dropout masks and batches."""
+    from dvc.utils.hydra import apply_overrides
     from threadpoolctl import threadpool_limits
 
     import mininn
-    from mininn.training import fit
-    from pipeline import recipe
+    from pipeline import train
+    from pipeline.reports import read_history
 
-    model_p, train_p = recipe.model_params(params), recipe.train_params(params)
-    train_p["lr"] = lr
+    prepared = write_prepared(tmp_path / "prepared" / "mnist", 96, 40, 10)
+    space = tune_config.best_params({k: {"choice": [v]} for k, v in TRIAL_VALUES.items()})
+    params = write_params(tmp_path / "params.yaml", train={"dtype": "float64", "epochs": 40},
+                          dataset="mnist", epochs=3, space=space)  # fmt: skip
+    p = tune_config.tune_params(params)
+    setup, data = tune.trial_inputs(p, recipe.resolved_params("mnist", params), prepared)
+    trial_recipe = tune.trial_params(setup, TRIAL_VALUES)
+    rows = []
+    tune.fit_trial(TRIAL_VALUES, data, setup, tmp_path / "trial.npz", rows.append)
+    assert [r["epoch"] for r in rows] == [1, 2, 3] and not any(r["diverged"] for r in rows)
+
+    args = tune_config.exp_args(tune_config.best_params(TRIAL_VALUES), "mnist", params)
+    apply_overrides(params, [*args[1::2], "train.epochs=3"])
+    assert recipe.resolved_params("mnist", params) == trial_recipe
+    out = tmp_path / "train"
+    argv = ["--dataset", "mnist", "--prepared", str(prepared), "--out", str(out),
+            "--params", str(params), "--checkpoints", str(tmp_path / "checkpoints")]  # fmt: skip
+    with threadpool_limits(1):  # as in the trial: tune.cpus_per_trial BLAS threads
+        assert train.main(argv) == 0
+    history = read_history(out / "live")
+    assert rows[0]["train_loss"] == history["train_loss"][0]  # the first epoch's loss
+    for column in ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr"):
+        assert [r[column] for r in rows] == history[column].tolist(), column
+    weights, trial = (
+        mininn.load(out / "model.npz"),
+        mininn.load(tmp_path / "trial.npz")["state"]["model"],
+    )
+    assert sorted(weights) == sorted(trial)
+    for name, array in weights.items():
+        assert array.dtype == np.float64 and np.array_equal(array, trial[name]), name
+
+
+def test_a_trial_schedule_spans_its_budget(tmp_path, local):
+    """OneCycleLR's cycle is the budget's (tune.epochs x batches), not train.epochs'."""
+    import mininn
+
+    prepared = write_prepared(tmp_path / "prepared" / "mnist", 64, 20, 10)
+    params = write_params(tmp_path / "params.yaml", train={"epochs": 40}, dataset="mnist",
+                          epochs=2, space={"model": {"dropout": {"choice": [0.1]}}})  # fmt: skip
+    p = tune_config.tune_params(params)
+    setup, data = tune.trial_inputs(p, recipe.resolved_params("mnist", params), prepared)
+    rows = []
+    tune.fit_trial({"model.dropout": 0.1}, data, setup, tmp_path / "trial.npz", rows.append)
+    scheduler = mininn.load(tmp_path / "trial.npz")["state"]["scheduler"]
+    assert scheduler["total_steps"] == 2 * 4  # 2 epochs x ceil(64 / 16) batches
+    max_lr = recipe.resolved_params("mnist", params)["train"]["scheduler"]["args"]["max_lr"]
+    assert rows[0]["lr"] == pytest.approx(max_lr / 25, rel=1e-12)  # div_factor 25 at the start
+
+
+# ------------------------------------------------------------------ a real sweep
+
+
+MAX_LR = "train.scheduler.args.max_lr"
+
+
+def uninterrupted_val_losses(
+    prepared: Path, params: Path, max_lr: float, epochs: int
+) -> list[float]:
+    """The validation loss per epoch of one trial's training, run here in one go through
+    the train stage's builders (recipe.build_run) and fit."""
+    from threadpoolctl import threadpool_limits
+
+    from mininn.training import fit
+
+    recipe_p = recipe.resolved_params("mnist", params)
+    recipe_p["train"]["scheduler"]["args"]["max_lr"] = max_lr
+    recipe_p["train"]["epochs"] = epochs
+    train_p = recipe_p["train"]
     x, y, x_val, y_val = tune.read_data(prepared, train_p["dtype"])
     with threadpool_limits(1):  # as in a trial: BLAS threads change float32 roundings
-        mininn.manual_seed(train_p["seed"])
-        model = recipe.build("mnist", model_p, train_p["dtype"])
-        optimizer = recipe.build_optimizer(model, train_p)
-        loader = mininn.DataLoader(x, y, batch_size=train_p["batch_size"], shuffle=True,
-                                   seed=train_p["seed"])  # fmt: skip
-        history = fit(model, mininn.CrossEntropyLoss(), optimizer, loader, epochs=epochs,
-                      val_data=(x_val, y_val), metric="accuracy", progress=False)  # fmt: skip
+        run = recipe.build_run("mnist", recipe_p, x, y, common.read_stats(prepared))
+        history = fit(run.model, run.loss_fn, run.optimizer, run.loader, epochs=epochs,
+                      val_data=(x_val, y_val), metric="accuracy", progress=False,
+                      scheduler=run.scheduler,
+                      clip_grad_norm=train_p["clip_grad_norm"])  # fmt: skip
     return history.column("val_loss")
 
 
@@ -259,9 +573,9 @@ def test_sweep_on_local_ray(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv(tune.CRASH_EPOCH_ENV, "2")
     monkeypatch.setenv(tune.CRASH_MARKER_ENV, str(marker))
     prepared = write_prepared(tmp_path / "prepared" / "mnist", 300, 100, 10)
-    # Two learning rates that learn, then two that cannot: the weak pair starts after
-    # the strong pair has reported epoch 1, so ASHA's first rung stops them.
-    space = {"train": {"lr": {"grid": [0.02, 0.01, 1.0e-6, 2.0e-6]}}}
+    # Two peak learning rates that learn, then two that cannot: the weak pair starts
+    # after the strong pair has reported epoch 1, so ASHA's first rung stops them.
+    space = {"train": {"scheduler": {"args": {"max_lr": {"grid": [0.02, 0.01, 1.0e-6, 2.0e-6]}}}}}
     params = write_params(
         tmp_path / "params.yaml", dataset="mnist", num_samples=1, max_concurrent_trials=2,
         num_cpus=2, cpus_per_trial=1, epochs=3, asha={"grace_period": 1, "reduction_factor": 2},
@@ -276,14 +590,14 @@ def test_sweep_on_local_ray(tmp_path, monkeypatch, capsys):
 
     trials = pd.read_csv(out / "trials.csv")
     history = pd.read_csv(out / "history.csv")
-    assert len(trials) == 4 and set(trials["train.lr"]) == {0.02, 0.01, 1e-6, 2e-6}
+    assert len(trials) == 4 and set(trials[MAX_LR]) == {0.02, 0.01, 1e-6, 2e-6}
     # every trial reported, each epoch once
     for _, trial in trials.iterrows():
         epochs = history.loc[history["trial_id"] == trial["trial_id"], "epoch"].tolist()
         assert epochs == list(range(1, trial["epochs"] + 1))
     # ASHA stopped the weak ones early
     assert trials["stopped_early"].sum() >= 1
-    assert set(trials.loc[trials["train.lr"] < 1e-4, "epochs"]) == {1}
+    assert set(trials.loc[trials[MAX_LR] < 1e-4, "epochs"]) == {1}
     # trials ran in at least two worker processes
     pids = {pid for text in trials["pids"] for pid in str(text).split(";")}
     assert len(pids) >= 2
@@ -294,15 +608,15 @@ def test_sweep_on_local_ray(tmp_path, monkeypatch, capsys):
     assert restored["restored_from"].item() == 2 and restored["epochs"].item() == 3
     assert len(str(restored["pids"].item()).split(";")) == 2
     # ... and its epochs are those of an uninterrupted run, bit for bit (same machine)
-    lr = restored["train.lr"].item()
+    max_lr = restored[MAX_LR].item()
     resumed = history[history["trial_id"] == restored["trial_id"].item()]
-    assert resumed["val_loss"].tolist() == uninterrupted_val_losses(prepared, params, lr, 3)
+    assert resumed["val_loss"].tolist() == uninterrupted_val_losses(prepared, params, max_lr, 3)
     # the best configuration written is the trained-to-the-end trial with the best final
     # val_accuracy (a trial stopped by ASHA was judged at an earlier epoch)
     full = trials[trials["epochs"] == 3]
     best_row = full.loc[full["val_accuracy"].idxmax()]
     best = json.loads((out / "best_params.json").read_text())
-    assert best == {"train": {"lr": best_row["train.lr"]}}
+    assert best == {"train": {"scheduler": {"args": {"max_lr": best_row[MAX_LR]}}}}
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["best_val_accuracy"] == best_row["val_accuracy"]
     assert metrics == {**metrics, "trials": 4, "stopped_early": int(trials["stopped_early"].sum())}
@@ -325,7 +639,7 @@ def test_failed_sweep_resumes_with_tuner_restore(tmp_path, monkeypatch, capsys):
     params = write_params(
         tmp_path / "params.yaml", dataset="mnist", num_samples=1, max_concurrent_trials=2,
         num_cpus=2, epochs=3, asha={"grace_period": 3, "reduction_factor": 2}, max_failures=0,
-        space={"train": {"lr": {"grid": [0.02, 0.01]}}},
+        space={"train": {"scheduler": {"args": {"max_lr": {"grid": [0.02, 0.01]}}}}},
     )  # fmt: skip
     out = tmp_path / "out"
     argv = ["--prepared", str(prepared.parent), "--out", str(out), "--params", str(params),
