@@ -53,7 +53,7 @@ params["train"].update(batch_size=16)
 params["tune"].update(
     dataset="mnist", num_samples=1, max_concurrent_trials=2, epochs=2,
     asha={"grace_period": 1, "reduction_factor": 2},
-    space={"train": {"lr": {"grid": [0.02, 0.01, 0.005, 0.002]}}},
+    space={"train": {"scheduler": {"args": {"max_lr": {"grid": [0.02, 0.01, 0.005, 0.002]}}}}},
 )
 (work / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False), encoding="utf-8")
 PY
@@ -69,7 +69,7 @@ import sys
 import pandas as pd
 
 trials = pd.read_csv(f"{sys.argv[1]}/trials.csv")
-print(trials[["trial_id", "train.lr", "epochs", "stopped_early", "val_accuracy", "node_ids"]]
+print(trials[["trial_id", "train.scheduler.args.max_lr", "epochs", "stopped_early", "val_accuracy", "node_ids"]]
       .to_string(index=False))
 nodes = {n for ids in trials["node_ids"] for n in ids.split(";")}
 if len(nodes) < 2:
