@@ -7,9 +7,12 @@ Inputs: ``--model``, train's ``model.npz`` and DVCLive folder ``live/``; ``--pre
 the ``val`` and ``test`` splits. Params: the dataset's recipe (``model:``, ``train:``
 and ``overrides:``): the network to rebuild, ``train.dtype``, and
 ``train.label_smoothing`` (the test loss is the training criterion's, as the
-history's losses). Outputs in ``--out`` (committed to git): ``metrics.json`` (a few
-short scalars, so that ``dvc metrics show`` stays narrow: test accuracy and loss,
-validation accuracy, macro F1, epochs),
+history's losses). Outputs in ``--out`` (committed to git): ``accuracy.json``
+(the stage's DVC metric, the test accuracy under a key of its own,
+``{"<dataset>": {"test_accuracy": ...}}``: DVC gives a key that several metrics
+files share one column per file in ``dvc exp show``, named ``<path>:<key>``),
+``metrics.json`` (a report: test accuracy and loss, validation accuracy, macro F1,
+epochs),
 ``history.csv`` (the DVCLive history as one table, for ``dvc plots``),
 ``confusion.csv`` (``actual,predicted`` class names, one row per test image, for
 DVC's confusion template), ``classification_report.txt`` (scikit-learn: precision,
@@ -41,6 +44,16 @@ from pipeline import common, plots
 from pipeline.common import StageError, run_stage
 from pipeline.recipe import build, build_loss, resolved_params
 from pipeline.reports import LIVE_DIR, REPORT_METRICS, classification_metrics, read_history
+
+
+def accuracy_metric(dataset: str, metrics: dict[str, float]) -> dict[str, dict[str, float]]:
+    """The DVC metric of ``evaluate@<dataset>``: the test accuracy, nested under the dataset.
+
+    Example:
+        >>> accuracy_metric("mnist", {"test_accuracy": 0.99, "test_loss": 0.03})
+        {'mnist': {'test_accuracy': 0.99}}
+    """
+    return {dataset: {"test_accuracy": float(metrics["test_accuracy"])}}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -100,6 +113,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "confusion.png": plots.confusion_png(matrix, classes, f"{args.dataset}: test set"),
     }
     common.write_json(args.out / "metrics.json", metrics)
+    common.write_json(args.out / "accuracy.json", accuracy_metric(args.dataset, metrics))
     for name, data in writes.items():
         with common.atomic_file(args.out / name) as tmp:
             tmp.write_bytes(data)

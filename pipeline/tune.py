@@ -37,7 +37,7 @@ Outputs in ``--out``, written only when the whole sweep has finished, each atomi
 trained, whether ASHA stopped it early, the worker processes and Ray nodes it ran
 on), ``history.csv`` (every trial's epochs), ``best_params.json`` (the best trial's
 values in the shape of params.yaml, for ``dvc exp run -S``; see ``--exp-args``),
-``metrics.json`` (the best validation accuracy, a DVC metric) and ``sweep.png``.
+``metrics.json`` (``val_accuracy``: the best trial's, a DVC metric) and ``sweep.png``.
 
 Fault injection, for tests: with ``MININN_TUNE_CRASH_EPOCH=k`` and
 ``MININN_TUNE_CRASH_MARKER=<path>`` in the workers' environment, the first trial to

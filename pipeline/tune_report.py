@@ -204,18 +204,9 @@ def write_outputs(out: Path, trials, history, p: Mapping[str, Any], best: int, t
         "trials.csv": trials.to_csv(index=False),
         "history.csv": history.to_csv(index=False),
         "best_params.json": json.dumps(best_values, indent=2, sort_keys=True) + "\n",
-        "metrics.json": json.dumps(
-            {
-                "best_val_accuracy": float(row["val_accuracy"]),
-                "best_val_loss": float(row["val_loss"]),
-                "trials": len(trials),
-                "stopped_early": int(trials["stopped_early"].sum()),
-                "diverged": int(trials["diverged"].sum()),
-            },
-            indent=2,
-            sort_keys=True,
-        )
-        + "\n",
+        # The best trial's; the key of DVCLive's metrics files, so that `dvc metrics show`,
+        # which lists this file with the pipeline's, has no column more.
+        "metrics.json": json.dumps({"val_accuracy": float(row["val_accuracy"])}, indent=2) + "\n",
     }
     png = sweep_png(trials, history, p, best, title)
     with tempfile.TemporaryDirectory(dir=_existing_parent(out)) as tmp:

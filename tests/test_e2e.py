@@ -130,12 +130,17 @@ def test_repro_then_experiment_shows_in_metrics_diff_and_status_is_clean(tmp_pat
     assert max(map(len, shown)) <= 120, "\n".join(shown)
 
     dvc(repo, "exp", "run", "-S", "train.scheduler.args.max_lr=0.01", *targets)
-    diff = json.loads(dvc(repo, "metrics", "diff", "--json"))
-    for dataset in datasets:
-        changes = diff[f"reports/{dataset}/metrics.json"]
-        assert "test_loss" in changes, changes
-        old, new = changes["test_loss"]["old"], changes["test_loss"]["new"]
-        assert old == before[dataset]["test_loss"] and new != old
+    diff = json.loads(dvc(repo, "metrics", "diff", "--all", "--json"))
+    for dataset in datasets:  # the metric: test accuracy, a key per dataset
+        change = diff[f"reports/{dataset}/accuracy.json"][f"{dataset}.test_accuracy"]
+        after = json.loads((repo / f"reports/{dataset}/metrics.json").read_text())
+        assert change["old"] == before[dataset]["test_accuracy"], change
+        assert change["new"] == after["test_accuracy"], change
+    # what changed, without the dependencies: one short column per metric and param
+    shown = dvc(repo, "exp", "show", "--no-pager", "--only-changed", "--drop", "Created|.*/",
+                columns=120)  # fmt: skip
+    assert max(map(len, shown.splitlines())) <= 120 and "…" not in shown, shown  # none cut
+    assert f"{datasets[0]}.test_accuracy" in shown and "max_lr" in shown, shown
     params = yaml.safe_load((repo / "params.yaml").read_text())
     assert params["train"]["scheduler"]["args"]["max_lr"] == 0.01
     experiments = json.loads(dvc(repo, "exp", "show", "--json"))
@@ -191,3 +196,13 @@ def test_repro_then_experiment_shows_in_metrics_diff_and_status_is_clean(tmp_pat
     (repo / "baselines" / f"{dataset}.json").write_text(json.dumps(baseline), encoding="utf-8")
     status = dvc(repo, "status", f"baseline@{dataset}")
     assert f"baseline@{dataset}" in status and "modified:" in status and "baselines" in status
+
+
+def test_metrics_show_of_this_project_fits_120_columns():
+    """The committed metrics as a user first sees them: `dvc metrics show` at the root
+    (the pipeline's metrics files and the sweep's) in a 120-column terminal."""
+    if shutil.which("git") is None or not (Path(sys.executable).parent / "dvc").exists():
+        pytest.skip("needs git and dvc (installed by `make test`)")
+    shown = dvc(PROJECT_ROOT, "metrics", "show", columns=120)
+    assert "reports/mnist/accuracy.json" in shown, shown
+    assert max(map(len, shown.splitlines())) <= 120, shown

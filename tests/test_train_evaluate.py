@@ -237,6 +237,9 @@ def test_evaluate_metrics_match_sklearn(trained, predictions):
     probabilities = np.exp(logits - logits.max(axis=1, keepdims=True))
     probabilities /= probabilities.sum(axis=1, keepdims=True)
     assert metrics["test_accuracy"] == pytest.approx(skm.accuracy_score(y, y_pred), rel=1e-12)
+    # the DVC metric: the same accuracy, under a key of the dataset's own
+    accuracy = json.loads((reports / "accuracy.json").read_text())
+    assert accuracy == {DATASET: {"test_accuracy": metrics["test_accuracy"]}}
     assert metrics["macro_f1"] == pytest.approx(skm.f1_score(y, y_pred, average="macro"))
     assert metrics["test_loss"] == pytest.approx(
         skm.log_loss(y, probabilities, labels=range(10)), rel=1e-10
@@ -247,7 +250,7 @@ def test_evaluate_metrics_match_sklearn(trained, predictions):
 
 
 def test_evaluate_metrics_json_has_the_contract_keys(trained, predictions):
-    """A few scalars (`dvc metrics show` stays narrow); per class: the report."""
+    """A few scalars; per class: the report."""
     skm = pytest.importorskip("sklearn.metrics")
     metrics = json.loads((trained[2] / "metrics.json").read_text())
     assert sorted(metrics) == sorted(

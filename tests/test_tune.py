@@ -618,8 +618,7 @@ def test_sweep_on_local_ray(tmp_path, monkeypatch, capsys):
     best = json.loads((out / "best_params.json").read_text())
     assert best == {"train": {"scheduler": {"args": {"max_lr": best_row[MAX_LR]}}}}
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["best_val_accuracy"] == best_row["val_accuracy"]
-    assert metrics == {**metrics, "trials": 4, "stopped_early": int(trials["stopped_early"].sum())}
+    assert metrics == {"val_accuracy": best_row["val_accuracy"]}  # the best trial's, one column
     assert (out / "sweep.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert sorted(p.name for p in out.iterdir()) == sorted(tune_report.OUTPUTS)
     assert np.isfinite(history["val_loss"]).all()
