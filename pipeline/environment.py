@@ -27,8 +27,19 @@ _GUARD = "MININN_STAGE_PYTHON"  # set before switching, so a broken .venv cannot
 
 
 def venv_python(root: Path = PROJECT_ROOT) -> Path:
-    """The interpreter of the project's virtual environment (``make setup`` creates it)."""
-    return root / ".venv" / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
+    """The interpreter of the project's virtual environment (``make setup`` creates it).
+
+    ``dvc exp run --temp`` and queued experiments (``dvc exp run --queue``) run the
+    stages in a copy of the project under ``<project>/.dvc/tmp/exps/``, which holds
+    only what git tracks, so no ``.venv``: there, the project's own ``.venv`` is used.
+    """
+    name = "Scripts/python.exe" if os.name == "nt" else "bin/python"
+    own = root / ".venv" / name
+    for exps in root.parents:
+        if exps.parts[-3:] == (".dvc", "tmp", "exps"):
+            project = exps.parents[2] / ".venv" / name
+            return project if project.is_file() and not own.is_file() else own
+    return own
 
 
 def missing_packages(names: Sequence[str] = REQUIRED) -> list[str]:

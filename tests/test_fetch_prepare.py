@@ -20,7 +20,7 @@ import pytest
 from _idx import write_tiny_dataset
 
 from mininn import data
-from pipeline import common, fetch, prepare
+from pipeline import common, environment, fetch, prepare
 from pipeline.common import StageError
 
 N_TRAIN, N_TEST = 200, 50
@@ -538,6 +538,20 @@ def test_stage_under_a_python_without_the_packages_switches_to_the_venv(tmp_path
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     assert "usage: prepare.py" in result.stdout
+
+
+def test_a_dvc_temp_or_queued_experiment_uses_the_projects_venv(tmp_path):
+    """`dvc exp run --temp` / `--queue` copy what git tracks to .dvc/tmp/exps/<run>/:
+    no .venv there, the project's is used; elsewhere a folder's own .venv only."""
+    python = tmp_path / ".venv" / "bin" / "python"
+    python.parent.mkdir(parents=True)
+    python.write_text("", encoding="utf-8")
+    copy = tmp_path / ".dvc" / "tmp" / "exps" / "run" / "abc123"
+    copy.mkdir(parents=True)
+    assert environment.venv_python(copy) == python
+    assert environment.venv_python(tmp_path) == python
+    elsewhere = tmp_path / "other" / "tmp" / "exps" / "run"  # not inside a .dvc folder
+    assert environment.venv_python(elsewhere) == elsewhere / ".venv" / "bin" / "python"
 
 
 SCRIPTS = ["fetch", "prepare", "train", "evaluate", "baseline", "compare", "check_params"]
