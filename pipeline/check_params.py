@@ -7,7 +7,9 @@ Each stage checks its own sections when it runs. DVC, though, reads
 params.yaml, or one without ``datasets:``, fails inside DVC with "failed to parse
 'stages.fetch.matrix' in 'dvc.yaml': Could not find 'datasets'". ``make repro``
 runs this script first, so that such a file, an unknown dataset, a misspelt key
-or a bad value is reported in one line naming params.yaml and the key. Nothing
+or a bad value is reported in one line naming params.yaml and the key. The sweep's
+``tune:`` section must be there with a known ``tune.dataset``: DVC reads it for
+``tune/dvc.yaml`` whatever command runs (the sweep checks the rest when it runs). Nothing
 is written; exit status 0 when every section is valid, else 1.
 """
 
@@ -24,6 +26,7 @@ if __package__ in (None, ""):  # run as a script: make the project importable
 
     ensure_environment()  # the project's .venv if this Python lacks the packages
 
+from mininn.data import DATASETS
 from pipeline import common
 from pipeline.common import StageError, run_stage
 from pipeline.prepare import prepare_params
@@ -55,6 +58,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     for dataset in datasets:  # model:, train: and every dataset's overrides
         resolved_params(dataset, args.params)
     baseline_params(args.params)
+    # DVC reads tune.dataset for tune/dvc.yaml whatever command runs (`dvc status`,
+    # `dvc metrics show`); the rest of tune: is the sweep's to check when it runs, so
+    # that a recipe its search space does not fit still trains.
+    tune = common.load_params("tune", path=args.params)
+    if not isinstance(tune, dict):
+        raise StageError(f"params.yaml: expected 'tune:' to be a mapping, got {tune!r}")
+    common.check_choice(tune.get("dataset"), "tune.dataset", sorted(DATASETS))
     return 0
 
 

@@ -74,6 +74,43 @@ def run_stage(
 # ------------------------------------------------------------------ params
 
 
+# YAML 1.2's floats, as DVC (ruamel.yaml) reads params.yaml: PyYAML (YAML 1.1) reads
+# ``1e-05`` as a string, and ``dvc exp run -S train.weight_decay=0.00001`` writes just that.
+_FLOAT_12 = (
+    r"^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?"
+    r"|[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)"
+    r"|[-+]?\.[0-9_]+(?:[eE][-+]?[0-9]+)?"
+    r"|[-+]?\.(?:inf|Inf|INF)"
+    r"|\.(?:nan|NaN|NAN))$"
+)
+
+
+def _params_loader():
+    """PyYAML's SafeLoader with YAML 1.2's float rule (the one DVC applies)."""
+    import re
+
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        pass
+
+    float_tag = "tag:yaml.org,2002:float"
+    Loader.yaml_implicit_resolvers = {
+        first: [(tag, rule) for tag, rule in rules if tag != float_tag]
+        for first, rules in yaml.SafeLoader.yaml_implicit_resolvers.items()
+    }
+    Loader.add_implicit_resolver(float_tag, re.compile(_FLOAT_12), list("-+0123456789."))
+    return Loader
+
+
+def read_yaml(stream: Any) -> Any:
+    """Parse YAML as DVC does: YAML 1.2 floats (``1e-05`` is a number), else PyYAML's
+    safe loader. Raises ``yaml.YAMLError`` on invalid YAML."""
+    import yaml
+
+    return yaml.load(stream, Loader=_params_loader())  # a SafeLoader subclass
+
+
 def load_params(
     section: str, keys: Iterable[str] = (), path: str | os.PathLike | None = None
 ) -> dict[str, Any]:
@@ -100,15 +137,15 @@ def load_params(
     path = Path(PARAMS_FILE if path is None else path)
     try:
         with open(path, encoding="utf-8") as f:
-            params = yaml.safe_load(f)
+            params = read_yaml(f)
     except FileNotFoundError:
         raise StageError(f"params file {path} not found") from None
     except yaml.YAMLError as exc:
         raise StageError(f"{path} is not valid YAML: {exc}") from None
     if params is None:
         raise StageError(
-            f"{path} is empty; it needs the sections datasets, prepare, model, train and "
-            "baseline (`git checkout params.yaml` restores the committed one)"
+            f"{path} is empty; it needs the sections datasets, prepare, model, train, "
+            "baseline and tune (`git checkout params.yaml` restores the committed one)"
         )
     if not isinstance(params, dict) or section not in params:
         present = sorted(params) if isinstance(params, dict) else []
@@ -180,13 +217,15 @@ def check_number(
 ) -> float:
     """Return ``value`` as a float if it is a number in range, else raise StageError.
 
-    A string is rejected with a hint: PyYAML reads ``1e-3`` as the string
-    ``'1e-3'``; write ``0.001`` or ``1.0e-3``.
+    A string is rejected, with a hint when it holds a number (it was quoted).
     """
     if isinstance(value, str):
+        try:
+            float(value)
+        except ValueError:
+            raise StageError(f"{key}: expected a number, got the string {value!r}") from None
         raise StageError(
-            f"{key}: expected a number, got the string {value!r}; PyYAML reads exponents "
-            "without a dot (1e-3) as strings: write 0.001 or 1.0e-3"
+            f"{key}: expected a number, got the string {value!r}; write it without quotes"
         )
     if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
         raise StageError(f"{key}: expected a number, got {value!r} ({_type_name(value)})")

@@ -51,7 +51,7 @@ def _check_val_size(val_size: object) -> float | int:
     key = "prepare.val_size"
     allowed = "a fraction in (0, 1) or an integer count >= 1"
     if isinstance(val_size, str):
-        common.check_number(val_size, key)  # always raises, with the PyYAML hint
+        common.check_number(val_size, key)  # always raises, with the quoted-number hint
     if isinstance(val_size, float):
         if not 0.0 < val_size < 1.0:
             raise StageError(f"{key}: expected {allowed}, got {val_size!r}")

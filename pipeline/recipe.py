@@ -84,19 +84,26 @@ class _Names:
     override: Mapping[str, Any] | None = None
 
     def __call__(self, *path: str | int) -> str:
+        written = self._by_override(path)
+        name = f"overrides.{self.dataset}.{self.section}" if written else self.section
+        for part in path:
+            name += f"[{part}]" if isinstance(part, int) else f".{part}"
+        return name
+
+    def _by_override(self, path: tuple[str | int, ...]) -> bool:
         node: Any = self.override
+        if not isinstance(node, Mapping):
+            return False
+        scheduler = node.get("scheduler")
+        if path[:1] == ("scheduler",) and isinstance(scheduler, Mapping) and "name" in scheduler:
+            return True  # the override names a scheduler: it owns its arguments
         for part in path:
             if isinstance(part, int):
                 break  # an element of a list: the list was written as a whole
             if not isinstance(node, Mapping) or part not in node:
-                node = None
-                break
+                return False
             node = node[part]
-        prefix = self.section if node is None else f"overrides.{self.dataset}.{self.section}"
-        name = prefix
-        for part in path:
-            name += f"[{part}]" if isinstance(part, int) else f".{part}"
-        return name
+        return True
 
 
 def _keys(section: Any, allowed: Iterable[str], name: str, *, exact: bool = True) -> dict:
@@ -188,9 +195,20 @@ def _scheduler(value: Any, key: _Names) -> dict[str, Any] | None:
         if arg not in accepted:
             raise StageError(f"{key('scheduler', 'args', arg)}: unknown argument of {name}; its "
                              f"arguments are {', '.join(accepted)}")  # fmt: skip
+        where_arg = key("scheduler", "args", arg)
         if isinstance(item, str) and _is_float_text(item):
-            common.check_number(item, key("scheduler", "args", arg))  # the PyYAML hint
+            common.check_number(item, where_arg)  # the quoted-number hint
+        if isinstance(item, float):
+            common.check_number(item, where_arg)  # finite
+        if arg in MOMENTUM_ARGS:
+            common.check_number(item, where_arg, minimum=0, maximum=1)
+        if arg == "max_lr":
+            common.check_number(item, where_arg, minimum=0, min_inclusive=False)
     return {"name": name, "args": dict(args)}
+
+
+MOMENTUM_ARGS = ("base_momentum", "max_momentum")
+"""OneCycleLR's momenta: they become SGD's momentum or Adam's beta1, in [0, 1]."""
 
 
 def _is_float_text(text: str) -> bool:

@@ -36,9 +36,9 @@ METRIC_KEYS = ("test_accuracy", "test_loss", "val_accuracy", "val_loss", "macro_
                "train_seconds", "epochs")  # fmt: skip
 """The keys of a baseline's ``metrics`` (docs/baseline-format.md), with ``per_class_accuracy``."""
 REPORT_METRICS = ("test_accuracy", "test_loss", "val_accuracy", "macro_f1", "epochs")
-"""The keys of ``reports/<dataset>/metrics.json`` (evaluate) and ``torch_metrics.json``
-(compare): few and short, shared by every metrics file, so that ``dvc metrics show``
-fits 120 columns. Per class: classification_report.txt; the times: comparison.md."""
+"""The keys of the reports ``reports/<dataset>/metrics.json`` (evaluate) and
+``torch_metrics.json`` (compare). Per class: classification_report.txt; the times:
+comparison.md. The DVC metric is evaluate's ``accuracy.json``."""
 LIVE_SUMMARY = ("val_accuracy",)
 """What DVCLive's ``metrics.json`` keeps besides ``step`` (the epoch): the progress
 ``dvc exp show`` shows while a stage runs. Every metric stays in ``plots/metrics/``."""

@@ -176,7 +176,7 @@ def test_prepare_split_is_stratified_and_reproducible(raw, tmp_path, params):
         ("prepare:\n  val_size: 1.5\n  seed: 1\n", r"expected a fraction in \(0, 1\).*got 1\.5"),
         ("prepare:\n  val_size: 5\n  seed: 1\n", "gives 5 validation images.*between 10 and 190"),
         ("prepare:\n  val_size: 195\n  seed: 1\n", "gives 195 validation images"),
-        ("prepare:\n  val_size: 2e-1\n  seed: 1\n", r"the string '2e-1'.*write 0\.001"),
+        ("prepare:\n  val_size: '0.2'\n  seed: 1\n", r"the string '0\.2'; write it without quotes"),
         ("prepare:\n  val_size: true\n  seed: 1\n", "expected a fraction.*got True"),
         ("prepare:\n  val_size: 50\n  seed: -1\n", r"prepare\.seed: expected a value in \[0, "),
         ("prepare:\n  val_size: 50\n  seed: 1.0\n", r"prepare\.seed: expected an integer"),

@@ -11,17 +11,18 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
 
 import mininn
-from pipeline import baseline, check_params, recipe, train
+from pipeline import baseline, check_params, common, recipe, train
 from pipeline.common import PARAMS_FILE, PROJECT_ROOT, StageError
 
 COMMITTED = yaml.safe_load(PARAMS_FILE.read_text(encoding="utf-8"))
-STAGE_SECTIONS = ("datasets", "prepare", "model", "train", "overrides", "baseline")
+STAGE_SECTIONS = ("datasets", "prepare", "model", "train", "overrides", "baseline", "tune")
 
 
 def write(tmp_path, params) -> str:
@@ -54,8 +55,8 @@ def test_committed_params_pass():
 @pytest.mark.parametrize(
     ("params", "message"),
     [
-        ("", r"params\.yaml is empty; it needs the sections datasets, prepare, model, train and "
-             r"baseline \(`git checkout params\.yaml` restores the committed one\)"),
+        ("", r"params\.yaml is empty; it needs the sections datasets, prepare, model, train, "
+             r"baseline and tune \(`git checkout params\.yaml` restores the committed one\)"),
         ("# only a comment\n", "is empty"),
         ("prepare:\n  seed: 1\n", r"missing section 'datasets:'"),
         ({"datasets": ["cifar10"]}, r"^params\.yaml: datasets: unknown dataset 'cifar10'; the "
@@ -67,7 +68,8 @@ def test_committed_params_pass():
         (with_change("model", dropuot=0.1), r"unknown key\(s\) model\.dropuot"),
         (with_change("prepare", val_szie=0.1), r"unknown key\(s\) prepare\.val_szie"),
         (with_change("baseline", thread=2), r"unknown key\(s\) baseline\.thread"),
-        (with_change("train", lr="1e-3"), r"train\.lr: expected a number, got the string"),
+        (with_change("train", lr="0.001"), r"train\.lr: expected a number, got the string "
+                                           r"'0\.001'; write it without quotes$"),
         (with_change("prepare", val_size=1.5), r"prepare\.val_size: expected a fraction"),
         (with_change("baseline", source="x.json"), r"baseline\.source: expected 'run'"),
     ],
@@ -81,9 +83,28 @@ def test_bad_params_are_one_line_naming_the_file_or_key(tmp_path, params, messag
     assert "\n" not in str(info.value)
 
 
-def test_extra_sections_are_left_to_their_owners(tmp_path):
-    params = {**{name: COMMITTED[name] for name in STAGE_SECTIONS}, "tune": {"anything": 1}}
+def test_sections_no_stage_reads_are_left_alone(tmp_path):
+    params = {**{name: COMMITTED[name] for name in STAGE_SECTIONS}, "notes": {"anything": 1}}
     assert check_params.main(["--params", write(tmp_path, params)]) == 0
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (None, r"missing section 'tune:'"),
+        ({"dataset": "cifar10"}, r"^tune\.dataset: expected one of \['fashion-mnist', 'mnist'\]"),
+    ],
+    ids=["missing", "dataset"],
+)
+def test_the_sweeps_dataset_is_checked_too(tmp_path, change, message):
+    """DVC reads tune.dataset for tune/dvc.yaml whatever command runs: make repro checks
+    it (the sweep checks the rest of tune: when it runs)."""
+    params = {name: COMMITTED[name] for name in STAGE_SECTIONS if name != "tune"}
+    if change is not None:
+        params["tune"] = {**COMMITTED["tune"], **change}
+    with pytest.raises(StageError, match=message) as info:
+        check_params.main(["--params", write(tmp_path, params)])
+    assert "\n" not in str(info.value)
 
 
 SCHEDULER_NAMES = (
@@ -108,8 +129,8 @@ RECIPE_ERRORS = {  # params -> the whole one-line message (a regex)
                      r"in \[0, 1\), e\.g\. \[0\.9, 0\.999\], got \[0\.9\]"),
     "betas-one": (with_train(betas=[0.9, 1.0]),
                   r"train\.betas\[1\]: expected a value in \[0, 1\), got 1\.0"),
-    "betas-string": (with_train(betas=["9e-1", 0.999]),
-                     r"train\.betas\[0\]: expected a number, got the string '9e-1'"),
+    "betas-string": (with_train(betas=["0.9", 0.999]),
+                     r"train\.betas\[0\]: expected a number, got the string '0\.9'"),
     "scheduler-type": (with_train(scheduler="OneCycleLR"),
                        r"train\.scheduler: expected a mapping with the keys name, args, "
                        r"got 'OneCycleLR'"),
@@ -132,15 +153,23 @@ RECIPE_ERRORS = {  # params -> the whole one-line message (a regex)
                                                                       "last_epoch": 3}}),
                    r"train\.scheduler\.args\.last_epoch: unknown argument of StepLR; its "
                    r"arguments are step_size, gamma$"),
-    "refused": (with_train(scheduler=one_cycle(max_lr=-1)),
-                r"train\.scheduler\.args: OneCycleLR refuses \{'max_lr': -1, 'epochs': 40, "
-                r"'steps_per_epoch': 1\}: OneCycleLR: expected max_lr > 0, got -1$"),
+    "max_lr": (with_train(scheduler=one_cycle(max_lr=-1)),
+               r"^train\.scheduler\.args\.max_lr: expected a value in \(0, inf\], got -1$"),
+    "max_lr-inf": (with_train(scheduler=one_cycle(max_lr=float("inf"))),
+                   r"^train\.scheduler\.args\.max_lr: expected a finite number, got inf$"),
+    "momentum": (with_train(scheduler=one_cycle(max_lr=0.01, max_momentum=1.5)),
+                 r"^train\.scheduler\.args\.max_momentum: expected a value in \[0, 1\], got 1\.5$"),
+    "refused": (with_train(scheduler=one_cycle(max_lr=0.01, pct_start=2.0)),
+                r"^train\.scheduler\.args: OneCycleLR refuses \{'max_lr': 0\.01, "
+                r"'pct_start': 2\.0, 'epochs': 40, 'steps_per_epoch': 1\}: .*pct_start"),
+    "override-scheduler": (with_overrides({"mnist": {"train": {"scheduler": {"name": "StepLR"}}}}),
+                           r"^overrides\.mnist\.train\.scheduler\.args: StepLR refuses \{\}: "),
     "required-arg": (with_train(scheduler={"name": "StepLR", "args": {"gamma": 0.5}}),
                      r"train\.scheduler\.args: StepLR refuses \{'gamma': 0\.5\}: .*missing 1 "
                      r"required positional argument: 'step_size'"),
-    "arg-string": (with_train(scheduler=one_cycle(max_lr="3e-3")),
-                   r"train\.scheduler\.args\.max_lr: expected a number, got the string '3e-3'; "
-                   r"PyYAML"),
+    "arg-string": (with_train(scheduler=one_cycle(max_lr="0.003")),
+                   r"train\.scheduler\.args\.max_lr: expected a number, got the string '0\.003'; "
+                   r"write it without quotes$"),
     "label_smoothing": (with_train(label_smoothing=1.5),
                         r"train\.label_smoothing: expected a value in \[0, 1\], got 1\.5"),
     "clip-zero": (with_train(clip_grad_norm=0),
@@ -180,7 +209,8 @@ RECIPE_ERRORS = {  # params -> the whole one-line message (a regex)
                        r"^overrides\.fashion-mnist\.model\.dropout: expected a value in "
                        r"\[0, 1\), got 1\.0$"),
     "override-args": (with_overrides({"mnist": {"train": {"scheduler": {"args": {"max_lr": 0}}}}}),
-                      r"^overrides\.mnist\.train\.scheduler\.args: OneCycleLR refuses"),
+                      r"^overrides\.mnist\.train\.scheduler\.args\.max_lr: expected a value "
+                      r"in \(0, inf\], got 0$"),
     "override-betas": (with_overrides({"mnist": {"train": {"betas": [0.9, 2]}}}),
                        r"^overrides\.mnist\.train\.betas\[1\]: expected a value in \[0, 1\)"),
 }  # fmt: skip
@@ -382,3 +412,25 @@ def test_metrics_are_the_narrow_files_only():
         "models/${item.dataset}/torch/live/metrics.json",
         "reports/${item.dataset}/accuracy.json",
     }
+
+
+@pytest.mark.parametrize(
+    "text", ["1e-05", "1.0e-3", "3e3", "-2E+2", "0.001", ".5", "1", "-7", ".inf", "true", "null"]
+)
+def test_params_are_read_as_dvc_reads_them(text):
+    """YAML 1.2's numbers (DVC parses params.yaml with ruamel.yaml): ``1e-05`` is a
+    float, where PyYAML's YAML 1.1 reads the string '1e-05'."""
+    ruamel = pytest.importorskip("ruamel.yaml")
+    theirs = ruamel.YAML(typ="safe", pure=True).load(f"x: {text}\n")["x"]
+    ours = common.read_yaml(f"x: {text}\n")["x"]
+    assert type(ours) is type(theirs) and (ours == theirs or ours != ours), (ours, theirs)
+
+
+def test_a_small_float_set_by_dvc_exp_run_is_a_number(tmp_path):
+    """`dvc exp run -S train.weight_decay=0.00001` writes ``weight_decay: 1e-05``."""
+    hydra = pytest.importorskip("dvc.utils.hydra")
+    path = write(tmp_path, {name: COMMITTED[name] for name in STAGE_SECTIONS})
+    hydra.apply_overrides(path, ["train.weight_decay=0.00001"])
+    assert "weight_decay: 1e-05" in Path(path).read_text(encoding="utf-8")
+    assert check_params.main(["--params", path]) == 0
+    assert recipe.train_params(path)["weight_decay"] == 1e-05

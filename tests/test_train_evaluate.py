@@ -173,7 +173,7 @@ BAD_PARAMS = [
     ({"batch_norm": "yes"}, {}, "model.batch_norm"),
     ({"dropout": 1.0}, {}, "model.dropout"),
     ({}, {"optimizer": "lbfgs"}, "train.optimizer"),
-    ({}, {"lr": "1e-3"}, "train.lr: expected a number, got the string"),
+    ({}, {"lr": "0.001"}, "train.lr: expected a number, got the string"),
     ({}, {"lr": 0.0}, "train.lr"),
     ({}, {"weight_decay": -0.1}, "train.weight_decay"),
     ({}, {"momentum": 1.5}, "train.momentum"),
