@@ -524,14 +524,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         results = run_sweep(ray, p, setup, data, storage, name, args.fresh)
     finally:
         ray.shutdown()
-    trials, history = collect(results, p)
+    trials, history, configs = collect(results, p)
     best = choose_best(trials, p)
     stopped = int(trials["stopped_early"].sum())
     title = (
         f"Ray Tune sweep on {p['dataset']}: {len(trials)} trials, {stopped} stopped early "
         f"by ASHA, budget {p['epochs']} epochs"
     )
-    write_outputs(args.out, trials, history, p, best, title)
+    write_outputs(args.out, trials, history, p, best, title, configs[trials.loc[best, "trial_id"]])
     (storage / name / DONE_MARKER).touch()
     apply = exp_args(common.read_json(args.out / "best_params.json"), p["dataset"], args.params)
     print(

@@ -25,10 +25,18 @@ OUTPUTS = ("trials.csv", "history.csv", "best_params.json", "metrics.json", "swe
 
 
 def collect(results, p: Mapping[str, Any]):
-    """Turn Tune's ResultGrid into the trial table and the per-epoch history (DataFrames).
+    """Turn Tune's ResultGrid into the trial table, the per-epoch history (DataFrames)
+    and each trial's sampled values.
 
     ``stopped_early`` is true for a trial that ended before ``tune.epochs`` without
     diverging: the trial itself always trains the whole budget, so only ASHA stops it.
+    A swept column that holds None (``choice: [null, 1.0]``) keeps None (object
+    dtype; an empty cell in trials.csv), not NaN.
+
+    Returns:
+        ``(trials, history, configs)``; ``configs[trial_id]`` is the trial's own
+        ``{"dotted.key": value}`` (Tune's ``result.config``, as plain Python values),
+        the values :func:`write_outputs` writes for the best trial.
 
     Raises:
         StageError: the sweep was interrupted, or a trial failed for good.
@@ -36,7 +44,7 @@ def collect(results, p: Mapping[str, Any]):
     import pandas as pd
 
     names = list(p["space"])
-    rows, history = [], []
+    rows, history, configs = [], [], {}
     for result in results:
         df = result.metrics_dataframe
         if result.error is not None or df is None or df.empty or "epoch" not in df:
@@ -48,8 +56,8 @@ def collect(results, p: Mapping[str, Any]):
         best_i = metric.idxmax() if p["mode"] == "max" else metric.idxmin()
         diverged = bool(last["diverged"])
         epochs = int(last["epoch"])
-        row = {"trial_id": trial_id}
-        row.update({name: _plain(result.config[name]) for name in names})
+        configs[trial_id] = {name: _plain(result.config[name]) for name in names}
+        row = {"trial_id": trial_id, **configs[trial_id]}
         row.update(
             {
                 "epochs": epochs,
@@ -92,8 +100,12 @@ def collect(results, p: Mapping[str, Any]):
             f"tune: the sweep stopped after {results.num_terminated} of {len(results)} trials; "
             "nothing was written; run the same command again to resume it"
         )
-    trials = pd.DataFrame(rows).sort_values("trial_id", ignore_index=True)
-    return trials, pd.DataFrame(history)
+    rows.sort(key=lambda row: row["trial_id"])
+    trials = pd.DataFrame(rows)
+    for name in names:
+        if any(row[name] is None for row in rows):  # pandas would make it NaN
+            trials[name] = pd.Series([row[name] for row in rows], dtype=object)
+    return trials, pd.DataFrame(history), configs
 
 
 def _error_line(error: BaseException) -> str:
@@ -196,10 +208,24 @@ def sweep_png(trials, history, p: Mapping[str, Any], best: int, title: str) -> b
     return buffer.getvalue()
 
 
-def write_outputs(out: Path, trials, history, p: Mapping[str, Any], best: int, title: str) -> None:
-    """Write the five outputs, all built first, then each renamed into place."""
+def write_outputs(
+    out: Path,
+    trials,
+    history,
+    p: Mapping[str, Any],
+    best: int,
+    title: str,
+    best_config: Mapping[str, Any],
+) -> None:
+    """Write the five outputs, all built first, then each renamed into place.
+
+    Args:
+        best: the best trial's row in ``trials`` (:func:`choose_best`).
+        best_config: its sampled values (:func:`collect`'s ``configs``), which
+            ``best_params.json`` holds, in the shape of params.yaml.
+    """
     row = trials.loc[best]
-    best_values = best_params({name: _plain(row[name]) for name in p["space"]})
+    best_values = best_params({name: best_config[name] for name in p["space"]})
     texts = {
         "trials.csv": trials.to_csv(index=False),
         "history.csv": history.to_csv(index=False),

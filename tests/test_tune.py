@@ -399,6 +399,69 @@ def test_exp_args_prints_the_dvc_command(tmp_path, capsys):
     assert capsys.readouterr().out.strip() == "-S overrides.mnist.train.augment.crop_padding=3"
 
 
+class FakeResult:
+    """What collect reads of a Tune Result: the trial's config and its reported rows."""
+
+    error = None
+    path = "fake"
+
+    def __init__(self, trial_id: str, config: dict, val_accuracy: list[float]):
+        import pandas as pd
+
+        self.config = config
+        epochs = range(1, len(val_accuracy) + 1)
+        self.metrics_dataframe = pd.DataFrame({
+            "trial_id": trial_id, "epoch": list(epochs), "val_accuracy": val_accuracy,
+            "val_loss": [1.0 - a for a in val_accuracy], "train_loss": 0.5,
+            "train_accuracy": 0.8, "diverged": False, "restored_from": 0, "seconds": 1.0,
+            "pid": 7, "node_id": "n1",
+        })  # fmt: skip
+
+
+class FakeResultGrid(list):
+    @property
+    def num_terminated(self) -> int:
+        return len(self)
+
+
+def test_a_swept_null_is_written_as_null(tmp_path, constant, capsys):
+    """The best trial's None stays None: JSON null in best_params.json, `null` in the
+    `dvc exp run` arguments (pandas would have made it NaN); an empty cell in trials.csv."""
+    import pandas as pd
+
+    space = tune_config.check_space({"train": {"clip_grad_norm": {"grid": [None, 1.0]},
+                                               "batch_size": {"choice": [16, 32]}}},
+                                    constant)  # fmt: skip
+    p = {"space": space, "metric": "val_accuracy", "mode": "max", "epochs": 2,
+         "asha": {"grace_period": 1, "reduction_factor": 2}}  # fmt: skip
+    results = FakeResultGrid([
+        FakeResult("b", {"train.clip_grad_norm": 1.0, "train.batch_size": np.int64(16)},
+                   [0.5, 0.6]),
+        FakeResult("a", {"train.clip_grad_norm": None, "train.batch_size": 32}, [0.6, 0.7]),
+    ])  # fmt: skip
+    trials, history, configs = tune_report.collect(results, p)
+    assert configs == {"a": {"train.clip_grad_norm": None, "train.batch_size": 32},
+                       "b": {"train.clip_grad_norm": 1.0, "train.batch_size": 16}}  # fmt: skip
+    assert type(configs["b"]["train.batch_size"]) is int
+    best = tune_report.choose_best(trials, p)
+    assert trials.loc[best, "trial_id"] == "a"
+    tune_report.write_outputs(tmp_path, trials, history, p, best, "t", configs["a"])
+
+    def no_nan(text):
+        raise AssertionError(f"not JSON: {text}")
+
+    text = (tmp_path / "best_params.json").read_text()
+    best_values = json.loads(text, parse_constant=no_nan)
+    assert best_values == {"train": {"batch_size": 32, "clip_grad_norm": None}}
+    table = pd.read_csv(tmp_path / "trials.csv", dtype=str, keep_default_na=False)
+    assert table.set_index("trial_id")["train.clip_grad_norm"].to_dict() == {"a": "", "b": "1.0"}
+    assert (tmp_path / "sweep.png").read_bytes()[:4] == b"\x89PNG"
+    assert common.run_stage(tune.main, ["--exp-args", str(tmp_path / "best_params.json")]) == 0
+    assert capsys.readouterr().out.split() == [
+        "-S", "train.batch_size=32", "-S", "train.clip_grad_norm=null"
+    ]  # fmt: skip
+
+
 def test_sweep_name_changes_with_the_params():
     a = tune_config.sweep_name("mnist", {"tune": {"epochs": 3}, "train": {"lr": 0.1}})
     assert a == tune_config.sweep_name("mnist", {"train": {"lr": 0.1}, "tune": {"epochs": 3}})
