@@ -17,7 +17,7 @@ import json
 import os
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from mininn.data import DATASETS
 from pipeline import common, recipe
@@ -73,6 +73,8 @@ BUDGET_ARGS = {"OneCycleLR": ("epochs", "steps_per_epoch", "total_steps"),
                "CosineAnnealingLR": ("T_max",)}  # fmt: skip
 """Scheduler arguments ``recipe.scheduler_kwargs`` fills from the epochs when omitted:
 a trial's schedule spans its budget, tune.epochs."""
+USES_KEYS = ("train.optimizer", f"{SCHEDULER_ARGS}.cycle_momentum")
+"""The keys whose values decide whether others do anything (:class:`Uses`)."""
 NOT_SWEEPABLE = {
     "train.epochs": "a trial's epoch budget is tune.epochs",
     "train.patience": "ASHA stops the weak trials (tune.asha)",
@@ -178,14 +180,96 @@ def _allowed(base: Mapping[str, Any]) -> str:
     return ", ".join(names)
 
 
-def _kind(name: str, where: str, base: Mapping[str, Any], dataset: str) -> str:
-    """The kind of the sweepable key ``name``, or a StageError saying why it is not one."""
+class Uses(NamedTuple):
+    """What the trials of a sweep may use, from the recipe and the swept values: the
+    optimizers, and whether OneCycleLR cycles the momentum (``cycle_momentum``; an
+    empty set without OneCycleLR)."""
+
+    optimizers: frozenset[str]
+    cycle_momentum: frozenset[bool]
+
+
+def uses_of(values: Mapping[str, Sequence[Any]], base: Mapping[str, Any]) -> Uses:
+    """:class:`Uses` of trials that start from ``base`` and may set each dotted key of
+    ``values`` to any of its values (those the key does not take are left out: the key's
+    own check refuses them)."""
+    optimizers = values.get("train.optimizer", [base["train"]["optimizer"]])
+    scheduler = base["train"]["scheduler"]
+    cycle: list[Any] = []
+    if scheduler is not None and scheduler["name"] == "OneCycleLR":
+        default = inspect.signature(recipe.SCHEDULERS["OneCycleLR"]).parameters
+        written = scheduler["args"].get("cycle_momentum", default["cycle_momentum"].default)
+        cycle = values.get(f"{SCHEDULER_ARGS}.cycle_momentum", [written])
+    return Uses(
+        frozenset(o for o in optimizers if o in recipe.OPTIMIZERS),
+        frozenset(c for c in cycle if isinstance(c, bool)),
+    )
+
+
+def _does_nothing(name: str, base: Mapping[str, Any], dataset: str, uses: Uses) -> str | None:
+    """Why setting ``name`` changes no trial (recipe.build_optimizer and OneCycleLR's
+    rules), with what to sweep instead; None when it does something."""
+    cycling = uses.cycle_momentum == {True}  # OneCycleLR sets the momentum in every trial
+    cycle_args = f"{SCHEDULER_ARGS}.max_momentum or {SCHEDULER_ARGS}.base_momentum"
+    optimizers = "/".join(sorted(uses.optimizers))
+    takes_momentum = uses.optimizers & set(recipe.MOMENTUM_OPTIMIZERS)
+    if name == "train.momentum" and not takes_momentum:
+        return (
+            f"train.momentum does nothing with {dataset}'s optimizer {optimizers}: only "
+            f"{' and '.join(recipe.MOMENTUM_OPTIMIZERS)} take it; sweep "
+            f"{cycle_args if cycling else 'train.betas'} instead"
+        )
+    if name == "train.momentum" and cycling:
+        return (
+            f"train.momentum does nothing under {dataset}'s OneCycleLR with "
+            "cycle_momentum, which moves the momentum between max_momentum and "
+            f"base_momentum; sweep {cycle_args} instead"
+        )
+    if name == "train.betas" and not uses.optimizers - takes_momentum:
+        return (
+            f"train.betas does nothing with {dataset}'s optimizer {optimizers}: only the "
+            "other optimizers take it; sweep "
+            f"{cycle_args if cycling else 'train.momentum'} instead"
+        )
+    if name in (f"{SCHEDULER_ARGS}.max_momentum", f"{SCHEDULER_ARGS}.base_momentum") and (
+        uses.cycle_momentum == {False}
+    ):
+        return (
+            f"{name.rpartition('.')[2]} does nothing under {dataset}'s OneCycleLR with "
+            f"cycle_momentum: false; sweep {SCHEDULER_ARGS}.cycle_momentum too, or "
+            "train.momentum (sgd, rmsprop) or train.betas (adam, adamw)"
+        )
+    return None
+
+
+def _check_beta2_varies(where: str, values: Sequence[Any], dataset: str, uses: Uses) -> None:
+    """Under OneCycleLR with cycle_momentum, β1 of train.betas is the cycle's: refuse a
+    sweep of train.betas whose values differ in β1 alone."""
+    if uses.cycle_momentum != {True} or len({tuple(v)[1:] for v in values}) != 1:
+        return
+    raise StageError(
+        f"{where}: only β2 of train.betas counts under {dataset}'s OneCycleLR with "
+        "cycle_momentum, which moves β1 between max_momentum and base_momentum, and every "
+        f"value has β2 {values[0][1]!r}; sweep {SCHEDULER_ARGS}.max_momentum or "
+        f"{SCHEDULER_ARGS}.base_momentum instead"
+    )
+
+
+def _kind(
+    name: str, where: str, base: Mapping[str, Any], dataset: str, uses: Uses | None = None
+) -> str:
+    """The kind of the sweepable key ``name``, or a StageError saying why it is not one:
+    not a key of ``base``'s recipe, or one that changes no trial (:class:`Uses`; default:
+    ``base``'s own)."""
     scheduler = base["train"]["scheduler"]
     if name == "train.lr" and scheduler is not None and scheduler["name"] == "OneCycleLR":
         raise StageError(
             f"{where}: train.lr does nothing under {dataset}'s OneCycleLR, which sets the "
             "learning rate from max_lr; sweep train.scheduler.args.max_lr instead"
         )
+    why = _does_nothing(name, base, dataset, uses or uses_of({}, base))
+    if why is not None:
+        raise StageError(f"{where}: {why}")
     if name in SWEEPABLE:
         return SWEEPABLE[name]
     if name.startswith(SCHEDULER_ARGS + "."):
@@ -253,9 +337,15 @@ def check_space(
         dataset: its name, for the messages.
     Raises:
         StageError: the space is empty, names an unknown section or parameter (the
-            message lists the sweepable ones), ``train.lr`` under OneCycleLR (which
-            ignores it), or a distribution or value that does not fit its parameter;
-            the message names the key, e.g. ``tune.space.model.dropout.uniform[1]``.
+            message lists the sweepable ones), a parameter no trial would use (the
+            message says what to sweep instead): ``train.lr`` under OneCycleLR, which
+            sets the lr from max_lr; ``train.momentum`` with adam/adamw, or under
+            OneCycleLR with cycle_momentum (which sets it); ``train.betas`` with
+            sgd/rmsprop, or differing in β1 alone under OneCycleLR with cycle_momentum
+            (which sets β1); OneCycleLR's ``max_momentum``/``base_momentum`` with
+            ``cycle_momentum: false``; or a distribution or value that does not fit its
+            parameter. The message names the key, e.g.
+            ``tune.space.model.dropout.uniform[1]``.
     Example:
         >>> base = recipe.resolved_params("mnist")
         >>> check_space({"model": {"dropout": {"uniform": [0.1, 0.5]}}}, base)
@@ -269,7 +359,7 @@ def check_space(
     if space is None or (isinstance(space, Mapping) and not space):
         raise StageError(f"tune.space: empty; name at least one parameter to sweep, {example}")
     _check_mapping(space, "tune.space")
-    result: dict[str, tuple[str, Any]] = {}
+    leaves: dict[str, Any] = {}
     for section, keys in space.items():
         where = f"tune.space.{section}"
         if section not in ("model", "train"):
@@ -277,16 +367,25 @@ def check_space(
         if not keys:
             raise StageError(f"{where}: empty; name a parameter to sweep, {example}")
         for key, spec in _check_mapping(keys, where).items():
-            for name, leaf in _leaves(f"{section}.{key}", spec):
-                result[name] = _check_distribution(name, leaf, base, dataset)
-    return result
+            leaves.update(_leaves(f"{section}.{key}", spec))
+    # First the keys that decide what the others do (the optimizer, OneCycleLR's cycling).
+    checked: dict[str, tuple[str, Any]] = {}
+    for name in (n for n in USES_KEYS if n in leaves):
+        checked[name] = _check_distribution(name, leaves[name], base, dataset)
+    uses = uses_of({name: args for name, (_, args) in checked.items()}, base)
+    for name in (n for n in leaves if n not in checked):
+        checked[name] = _check_distribution(name, leaves[name], base, dataset, uses)
+    if "train.betas" in checked and uses.optimizers - set(recipe.MOMENTUM_OPTIMIZERS):
+        distribution, values = checked["train.betas"]
+        _check_beta2_varies(f"tune.space.train.betas.{distribution}", values, dataset, uses)
+    return {name: checked[name] for name in leaves}
 
 
 def _check_distribution(
-    name: str, spec: Any, base: Mapping[str, Any], dataset: str
+    name: str, spec: Any, base: Mapping[str, Any], dataset: str, uses: Uses | None = None
 ) -> tuple[str, Any]:
     where = f"tune.space.{name}"
-    kind = _kind(name, where, base, dataset)
+    kind = _kind(name, where, base, dataset, uses)
     allowed = KIND_DISTRIBUTIONS[kind]
     if not isinstance(spec, Mapping) or len(spec) != 1 or next(iter(spec)) not in allowed:
         raise StageError(
@@ -367,7 +466,7 @@ def tune_params(path: str | Path | None = None, *, local: bool | None = None) ->
             f"tune.asha.grace_period: {grace} is more than tune.epochs ({epochs}): "
             f"no trial could be stopped early; use 1 to {epochs}"
         )
-    dataset = common.check_choice(p["dataset"], "tune.dataset", sorted(DATASETS))
+    dataset = tune_dataset(p["dataset"], path)
     base = recipe.resolved_params(dataset, path)
     _check_budget_args(dataset, base, path)
     result = {
@@ -406,10 +505,29 @@ def tune_params(path: str | Path | None = None, *, local: bool | None = None) ->
                 f"{machine} CPUs; use null (all of them) or at most {machine}"
             )
         result["num_cpus"] = result["num_cpus"] or machine
-        check_concurrency(result, result["num_cpus"], "this machine's Ray (tune.num_cpus)")
+        more = f"raise tune.num_cpus, up to {machine}" if result["num_cpus"] < machine else ""
+        check_concurrency(result, result["num_cpus"], "this machine's Ray (tune.num_cpus)", more)
     else:
         result["num_cpus"] = None
     return result
+
+
+def tune_dataset(value: Any, path: str | Path | None = None) -> str:
+    """``tune.dataset`` checked: a known dataset, and one of params.yaml's ``datasets:``,
+    whose data ``prepare`` makes (and remakes when its params change).
+
+    Raises:
+        StageError: an unknown dataset, or one ``datasets:`` does not list.
+    """
+    dataset = common.check_choice(value, "tune.dataset", sorted(DATASETS))
+    datasets = common.load_params("datasets", path=path)
+    if not isinstance(datasets, list) or dataset not in datasets:
+        raise StageError(
+            f"tune.dataset: {dataset!r} is not in datasets: {datasets!r}, so prepare does "
+            "not make (or update) its data; set tune.dataset to one of datasets:, or add "
+            f"{dataset} to datasets:"
+        )
+    return dataset
 
 
 def _check_budget_args(dataset: str, base: Mapping[str, Any], path: str | Path | None) -> None:
@@ -432,15 +550,32 @@ def _check_budget_args(dataset: str, base: Mapping[str, Any], path: str | Path |
     )
 
 
-def check_concurrency(p: Mapping[str, Any], cpus: float, where: str) -> None:
-    """Refuse more trials at once than ``cpus`` can run side by side."""
-    need = p["max_concurrent_trials"] * p["cpus_per_trial"]
-    if need > cpus:
-        fit_in = max(int(cpus) // p["cpus_per_trial"], 1)
+def check_concurrency(p: Mapping[str, Any], cpus: float, where: str, more: str = "") -> None:
+    """Refuse more trials at once than ``cpus`` can run side by side.
+
+    Args:
+        p: the ``tune:`` section (``max_concurrent_trials``, ``cpus_per_trial``).
+        cpus: the CPUs Ray has.
+        where: that Ray, for the message, e.g. ``"the cluster at 10.0.0.1:6379"``.
+        more: how to give it more CPUs, added to the message when one trial alone needs
+            more than it has, e.g. ``"raise tune.num_cpus"``.
+    Raises:
+        StageError: one trial needs more CPUs than ``cpus`` (lower tune.cpus_per_trial),
+            or ``max_concurrent_trials`` of them do (lower tune.max_concurrent_trials).
+    """
+    per_trial, at_once = p["cpus_per_trial"], p["max_concurrent_trials"]
+    if per_trial > cpus:
         raise StageError(
-            f"tune.max_concurrent_trials: {p['max_concurrent_trials']} trials at once x "
-            f"tune.cpus_per_trial {p['cpus_per_trial']} need {need} CPUs, but {where} has "
-            f"{cpus:g}; lower tune.max_concurrent_trials to {fit_in}"
+            f"tune.cpus_per_trial: one trial needs {per_trial} CPUs, but {where} has "
+            f"{cpus:g}; lower tune.cpus_per_trial to {max(int(cpus), 1)}"
+            + (f" (or {more})" if more else "")
+        )
+    need = at_once * per_trial
+    if need > cpus:
+        raise StageError(
+            f"tune.max_concurrent_trials: {at_once} trials at once x tune.cpus_per_trial "
+            f"{per_trial} need {need} CPUs, but {where} has {cpus:g}; lower "
+            f"tune.max_concurrent_trials to {int(cpus) // per_trial}"
         )
 
 
@@ -471,6 +606,70 @@ def best_params(config: Mapping[str, Any]) -> dict[str, Any]:
             node = node.setdefault(part, {})
         node[key] = value
     return nested
+
+
+def check_best(best: Any, base: Mapping[str, Any], dataset: str) -> dict[str, Any]:
+    """Check a best configuration (``best_params.json``) against the recipe it applies to;
+    return it as ``{"dotted.key": value}``.
+
+    It must be what :func:`best_params` writes: a non-empty mapping in the shape of
+    params.yaml, under ``model:`` and ``train:``, whose every key is one a sweep of
+    ``dataset`` may set (:func:`check_space`'s rules) with a value recipe.py accepts,
+    alone and all together.
+
+    Args:
+        best: the file's contents.
+        base: the recipe the values go into, ``recipe.resolved_params(dataset)``.
+        dataset: its name, for the messages.
+    Raises:
+        StageError: ``<dotted key>: <why>``, or the whole file's shape.
+    Example:
+        >>> base = recipe.resolved_params("fashion-mnist")
+        >>> check_best({"model": {"dropout": 0.2}}, base, "fashion-mnist")
+        {'model.dropout': 0.2}
+        >>> check_best({"train": {"weight_decay": "abc"}}, base, "fashion-mnist")
+        Traceback (most recent call last):
+        ...
+        pipeline.common.StageError: train.weight_decay: expected a number, got the string 'abc'
+    """
+    example = '{"model": {"dropout": 0.2}}'
+    if not isinstance(best, Mapping) or not best:
+        raise StageError(
+            f"expected a non-empty mapping in the shape of params.yaml, e.g. {example}, "
+            f"got {best!r}"[:300]
+        )
+    values: dict[str, Any] = {}
+    for section, keys in best.items():
+        if section not in ("model", "train"):
+            raise StageError(f"{section}: unknown section; expected keys of model: and train:")
+        if not isinstance(keys, Mapping) or not keys:
+            raise StageError(f"{section}: expected a non-empty mapping of its keys, got {keys!r}")
+        for key, value in keys.items():
+            values.update(_value_leaves(f"{section}.{key}", value))
+    uses = uses_of({name: [value] for name, value in values.items()}, base)
+    for name in sorted(values, key=lambda n: n not in USES_KEYS):  # those that decide first
+        _kind(name, name, base, dataset, uses)
+        _check_value(name, values[name], name, base)
+    trial = copy.deepcopy(dict(base))
+    for name, value in values.items():
+        set_dotted(trial, name, value)
+    try:  # the values together, as a trial of them would be checked
+        recipe.check_model(trial["model"])
+        recipe.check_train(trial["train"])
+    except StageError as exc:
+        raise StageError(f"the values together: {exc}") from None
+    return values
+
+
+def _value_leaves(name: str, value: Any) -> Iterator[tuple[str, Any]]:
+    """``(dotted key, value)`` of every key ``best_params`` nests, descending into NESTING."""
+    if name in NESTING and isinstance(value, Mapping):
+        if not value:
+            raise StageError(f"{name}: empty; expected the keys under it, or no {name} at all")
+        for key, inner in value.items():
+            yield from _value_leaves(f"{name}.{key}", inner)
+    else:
+        yield name, value
 
 
 def _flatten(tree: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:

@@ -58,6 +58,21 @@ def local(monkeypatch):
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
 
 
+def with_train(params: dict, **changes) -> dict:
+    """A copy of the recipe ``params`` with ``changes`` over its train:."""
+    params = copy.deepcopy(params)
+    params["train"].update(changes)
+    return params
+
+
+def params_with(path: Path, **sections) -> Path:
+    """Rewrite the params file ``path`` with ``sections`` replaced, e.g. ``datasets=[...]``."""
+    params = yaml.safe_load(path.read_text(encoding="utf-8"))
+    params.update(sections)
+    path.write_text(yaml.safe_dump(params, sort_keys=False), encoding="utf-8")
+    return path
+
+
 # ------------------------------------------------------------------ params
 
 
@@ -230,6 +245,108 @@ def test_bad_recipe_space_names_the_key(onecycle, space, match):
         tune_config.check_space(space, onecycle, "fashion-mnist")
 
 
+MOMENTUM_INSTEAD = (r"sweep train\.scheduler\.args\.max_momentum or "
+                    r"train\.scheduler\.args\.base_momentum instead$")  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("recipe_name", "optimizer", "space", "match"),
+    [
+        # recipe.build_optimizer gives momentum to sgd/rmsprop only, betas to adam/adamw only
+        ("constant", "adamw", {"train": {"momentum": {"uniform": [0.5, 0.9]}}},
+         r"^tune\.space\.train\.momentum: train\.momentum does nothing with fashion-mnist's "
+         r"optimizer adamw: only sgd and rmsprop take it; sweep train\.betas instead$"),
+        ("constant", "adam", {"train": {"momentum": {"choice": [0.9]}}}, r"optimizer adam: only"),
+        ("constant", "sgd", {"train": {"betas": {"choice": [[0.9, 0.999], [0.8, 0.99]]}}},
+         r"^tune\.space\.train\.betas: train\.betas does nothing with fashion-mnist's "
+         r"optimizer sgd: only the other optimizers take it; sweep train\.momentum instead$"),
+        ("constant", "sgd", {"train": {"optimizer": {"choice": ["sgd", "rmsprop"]},
+                                       "betas": {"choice": [[0.9, 0.999]]}}},
+         r"optimizer rmsprop/sgd: only the other"),
+        # OneCycleLR's cycle_momentum sets the momentum (sgd, rmsprop) or β1 (adam, adamw)
+        ("onecycle", "adamw", {"train": {"momentum": {"uniform": [0.5, 0.9]}}},
+         r"^tune\.space\.train\.momentum: train\.momentum does nothing with fashion-mnist's "
+         r"optimizer adamw: only sgd and rmsprop take it; " + MOMENTUM_INSTEAD),
+        ("onecycle", "sgd", {"train": {"momentum": {"uniform": [0.5, 0.9]}}},
+         r"^tune\.space\.train\.momentum: train\.momentum does nothing under fashion-mnist's "
+         r"OneCycleLR with cycle_momentum, which moves the momentum between max_momentum and "
+         r"base_momentum; " + MOMENTUM_INSTEAD),
+        ("onecycle", "adamw", {"train": {"betas": {"grid": [[0.9, 0.999], [0.95, 0.999]]}}},
+         r"^tune\.space\.train\.betas\.grid: only β2 of train\.betas counts under "
+         r"fashion-mnist's OneCycleLR with cycle_momentum, which moves β1 between max_momentum "
+         r"and base_momentum, and every value has β2 0\.999; " + MOMENTUM_INSTEAD),
+        ("onecycle", "adamw",
+         {"train": {"scheduler": {"args": {"cycle_momentum": {"choice": [False]},
+                                           "max_momentum": {"uniform": [0.9, 0.99]}}}}},
+         r"^tune\.space\.train\.scheduler\.args\.max_momentum: max_momentum does nothing "
+         r"under fashion-mnist's OneCycleLR with cycle_momentum: false"),
+    ],
+)  # fmt: skip
+def test_keys_no_trial_uses_are_refused(onecycle, constant, recipe_name, optimizer, space,
+                                        match):  # fmt: skip
+    """A swept key that changes no trial is refused with what to sweep instead."""
+    base = with_train(onecycle if recipe_name == "onecycle" else constant, optimizer=optimizer)
+    with pytest.raises(StageError, match=match):
+        tune_config.check_space(space, base, "fashion-mnist")
+
+
+@pytest.mark.parametrize(
+    ("recipe_name", "optimizer", "space"),
+    [
+        ("constant", "sgd", {"train": {"momentum": {"uniform": [0.5, 0.9]}}}),
+        ("constant", "rmsprop", {"train": {"momentum": {"choice": [0.0, 0.9]}}}),
+        ("constant", "adamw", {"train": {"betas": {"choice": [[0.9, 0.999], [0.8, 0.999]]}}}),
+        # some trials take the key: the swept optimizer or cycle_momentum decides
+        ("constant", "adamw", {"train": {"optimizer": {"choice": ["sgd", "adam"]},
+                                         "momentum": {"uniform": [0.5, 0.9]}}}),
+        ("onecycle", "sgd",
+         {"train": {"momentum": {"uniform": [0.5, 0.9]},
+                    "scheduler": {"args": {"cycle_momentum": {"choice": [True, False]}}}}}),
+        ("onecycle", "sgd",
+         {"train": {"scheduler": {"args": {"max_momentum": {"uniform": [0.9, 0.99]}}}}}),
+        # β2 is Adam's own under the cycle too
+        ("onecycle", "adamw", {"train": {"betas": {"grid": [[0.9, 0.999], [0.9, 0.99]]}}}),
+    ],
+)  # fmt: skip
+def test_keys_some_trial_uses_are_accepted(onecycle, constant, recipe_name, optimizer, space):
+    base = with_train(onecycle if recipe_name == "onecycle" else constant, optimizer=optimizer)
+    assert set(tune_config.check_space(space, base, "fashion-mnist")) == {
+        name for name, _ in _space_leaves(space)
+    }
+
+
+def test_keys_no_trial_uses_match_what_the_optimizer_reads(onecycle, constant):
+    """The rule is recipe.py's behaviour: a key refused above leaves the optimizer's
+    settings after a OneCycleLR step (or without a scheduler) as they were."""
+    import mininn
+
+    def group_after_a_step(params: dict, **changes) -> dict:
+        train_p = {**params["train"], **changes, "epochs": 2}
+        optimizer = recipe.build_optimizer([mininn.Parameter(np.zeros(1))], train_p)
+        scheduler = recipe.build_scheduler(optimizer, train_p, 3)
+        if scheduler is not None:
+            scheduler.step()
+        group = optimizer.param_groups[0]
+        return {k: group.get(k) for k in ("momentum", "betas")}
+
+    for base, optimizer, key, a, b in [
+        (constant, "adamw", "momentum", 0.5, 0.9),  # refused: adamw has no momentum
+        (constant, "sgd", "betas", [0.9, 0.999], [0.8, 0.99]),  # refused: sgd has no betas
+        (onecycle, "sgd", "momentum", 0.5, 0.9),  # refused: the cycle sets it
+    ]:
+        params = with_train(base, optimizer=optimizer)
+        assert group_after_a_step(params, **{key: a}) == group_after_a_step(params, **{key: b})
+    params = with_train(onecycle, optimizer="adamw")  # β1 refused, β2 kept
+    first = group_after_a_step(params, betas=[0.5, 0.999])["betas"]
+    assert first == group_after_a_step(params, betas=[0.9, 0.999])["betas"]
+    assert first != group_after_a_step(params, betas=[0.9, 0.99])["betas"]
+
+
+def _space_leaves(space: dict) -> list:
+    return [leaf for section, keys in space.items() for key, spec in keys.items()
+            for leaf in tune_config._leaves(f"{section}.{key}", spec)]  # fmt: skip
+
+
 @pytest.mark.parametrize(
     ("train", "overrides", "match"),
     [
@@ -308,6 +425,46 @@ def test_concurrency_is_checked_against_the_cluster_not_this_machine(tmp_path, m
     assert tune_config.tune_params(path)["num_cpus"] is None  # checked on connecting instead
     with pytest.raises(StageError, match=r"64 trials at once .* the cluster at x has 8"):
         tune_config.check_concurrency(tune_config.tune_params(path), 8, "the cluster at x")
+
+
+@pytest.mark.parametrize(
+    ("changes", "match"),
+    [
+        # one trial alone needs more CPUs than there are: max_concurrent_trials is not it
+        ({"max_concurrent_trials": 1, "cpus_per_trial": 3, "num_cpus": 2},
+         r"^tune\.cpus_per_trial: one trial needs 3 CPUs, but this machine's Ray "
+         r"\(tune\.num_cpus\) has 2; lower tune\.cpus_per_trial to 2"),
+        ({"max_concurrent_trials": 1, "cpus_per_trial": 2, "num_cpus": 1},
+         r"has 1; lower tune\.cpus_per_trial to 1 \(or raise tune\.num_cpus, up to \d+\)$"),
+    ],
+)  # fmt: skip
+def test_a_trial_larger_than_the_machine_names_cpus_per_trial(tmp_path, local, changes, match):
+    path = write_params(tmp_path / "params.yaml", **changes)
+    with pytest.raises(StageError, match=match):
+        tune_config.tune_params(path)
+
+
+def test_a_trial_larger_than_the_cluster_names_cpus_per_trial():
+    p = {"max_concurrent_trials": 1, "cpus_per_trial": 4}
+    with pytest.raises(StageError, match=r"^tune\.cpus_per_trial: one trial needs 4 CPUs, but "
+                       r"the cluster at x has 2; lower tune\.cpus_per_trial to 2 \(or add "
+                       r"nodes with more CPUs\)$"):  # fmt: skip
+        tune_config.check_concurrency(p, 2, "the cluster at x", "add nodes with more CPUs")
+    tune_config.check_concurrency(p, 4, "the cluster at x")  # fits
+
+
+def test_tune_dataset_must_be_one_of_datasets(tmp_path, local):
+    """prepare makes (and remakes) only the data of datasets:; the sweep would read stale
+    data of another."""
+    path = params_with(write_params(tmp_path / "params.yaml", dataset="fashion-mnist"),
+                       datasets=["mnist"])  # fmt: skip
+    match = (r"^tune\.dataset: 'fashion-mnist' is not in datasets: \['mnist'\], so prepare "
+             r"does not make \(or update\) its data; set tune\.dataset to one of datasets:, or "
+             r"add fashion-mnist to datasets:$")  # fmt: skip
+    with pytest.raises(StageError, match=match):
+        tune_config.tune_params(path)
+    params_with(path, datasets=["mnist", "fashion-mnist"])
+    assert tune_config.tune_params(path)["dataset"] == "fashion-mnist"
 
 
 # ------------------------------------------------------------------ best configuration
