@@ -27,7 +27,8 @@ store (``tune.with_parameters``), never through a path only this machine has.
 Where it runs: with ``RAY_ADDRESS`` unset, on a Ray started here with ``tune.num_cpus``
 CPUs (null: all of this machine's) and no dashboard; with ``RAY_ADDRESS=host:port``
 set, on that cluster, which receives the ``mininn`` and ``pipeline`` packages with the
-job. The Tune experiment (trial checkpoints and results) lives in ``--storage``
+job (an address where nothing answers as Ray within ``CONNECT_TIMEOUT_S`` stops the
+stage, naming it). The Tune experiment (trial checkpoints and results) lives in ``--storage``
 (default ``models/tune/``, which every node must reach); a sweep interrupted there
 (Ctrl-C, a killed driver) resumes from it (``Tuner.restore``) when the same command
 runs again with the same params; ``--fresh`` starts over.
@@ -38,6 +39,11 @@ trained, whether ASHA stopped it early, the worker processes and Ray nodes it ra
 on), ``history.csv`` (every trial's epochs), ``best_params.json`` (the best trial's
 values in the shape of params.yaml, for ``dvc exp run -S``; see ``--exp-args``),
 ``metrics.json`` (``val_accuracy``: the best trial's, a DVC metric) and ``sweep.png``.
+``--out`` and ``--storage`` are checked before Ray starts. ``--exp-args FILE`` checks
+that FILE is a best configuration for ``tune.dataset``'s recipe (the keys a sweep may
+set, values recipe.py accepts) before it prints anything::
+
+    a=$(python pipeline/tune.py --exp-args reports/tune/best_params.json) && dvc exp run $a
 
 Fault injection, for tests: with ``MININN_TUNE_CRASH_EPOCH=k`` and
 ``MININN_TUNE_CRASH_MARKER=<path>`` in the workers' environment, the first trial to
@@ -49,12 +55,15 @@ from __future__ import annotations
 
 import argparse
 import copy
+import logging
 import os
 import shlex
 import shutil
+import signal
 import socket
 import sys
 import tempfile
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -73,10 +82,13 @@ from mininn.training import fit
 from pipeline import common, recipe
 from pipeline.common import StageError, run_stage
 from pipeline.tune_config import (
+    KEYS,
+    check_best,
     check_concurrency,
     exp_args,
     set_dotted,
     sweep_name,
+    tune_dataset,
     tune_params,
 )
 from pipeline.tune_report import choose_best, collect, write_outputs
@@ -85,6 +97,8 @@ INSTALL_HINT = 'pip install -e ".[tune]" (or `make setup`)'
 CHECKPOINT_FILE = "fit.npz"
 DONE_MARKER = "SWEEP_DONE"
 CRASH_EPOCH_ENV, CRASH_MARKER_ENV = "MININN_TUNE_CRASH_EPOCH", "MININN_TUNE_CRASH_MARKER"
+CONNECT_TIMEOUT_S = 30.0
+"""How long joining the cluster of ``RAY_ADDRESS`` may take (a live one answers in seconds)."""
 
 
 # ------------------------------------------------------------------ the trial (runs on a worker)
@@ -273,11 +287,65 @@ def check_address(address: str, timeout: float = 3.0) -> None:
         ) from None
 
 
+def _init_within(ray, timeout: float, **kwargs: Any) -> None:
+    """``ray.init(**kwargs)``, given up after ``timeout`` seconds.
+
+    Ray retries a port that accepts connections but never answers as its GCS (a web
+    server, the dashboard's 8265) for many minutes; the attempt runs in a daemon
+    thread, left behind on a timeout (it ends with the process).
+
+    Raises:
+        _InitTimeout: ``ray.init`` has not returned after ``timeout`` seconds.
+        Exception: whatever ``ray.init`` raised.
+    """
+    outcome: dict[str, BaseException] = {}
+
+    def init() -> None:
+        try:
+            ray.init(**kwargs)
+        except BaseException as exc:  # re-raised in the caller's thread
+            outcome["error"] = exc
+
+    if threading.current_thread() is threading.main_thread():
+        # What ray.init sets from the main thread only: a SIGTERM ends the driver
+        # through sys.exit, so that its atexit handler stops Ray.
+        signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(signum))
+    quiet = _DropMessage("SIGTERM handler is not set")  # set just above
+    logger = logging.getLogger("ray._private.worker")
+    logger.addFilter(quiet)
+    try:
+        thread = threading.Thread(target=init, name="ray.init", daemon=True)
+        thread.start()
+        thread.join(timeout)
+    finally:
+        logger.removeFilter(quiet)
+    if thread.is_alive():
+        raise _InitTimeout(f"ray.init did not return within {timeout:g} s")
+    if "error" in outcome:
+        raise outcome["error"]
+
+
+class _InitTimeout(Exception):
+    """ray.init did not return in time (not Ray's own TimeoutError)."""
+
+
+class _DropMessage(logging.Filter):
+    """Drops the log records whose message starts with ``prefix``."""
+
+    def __init__(self, prefix: str) -> None:
+        super().__init__()
+        self.prefix = prefix
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(self.prefix)
+
+
 def connect(ray, p: dict[str, Any], data_bytes: int) -> str:
     """Start Ray here, or join the cluster of ``RAY_ADDRESS``; return where trials will run.
 
     Raises:
-        StageError: the cluster cannot be reached, or has too few CPUs for
+        StageError: the cluster cannot be reached, does not answer as Ray within
+            ``CONNECT_TIMEOUT_S``, refuses this driver, or has too few CPUs for
             ``tune.max_concurrent_trials``.
     """
     address = os.environ.get("RAY_ADDRESS", "")
@@ -304,9 +372,24 @@ def connect(ray, p: dict[str, Any], data_bytes: int) -> str:
         "excludes": ["__pycache__", "*.pyc"],
     }
     try:
-        ray.init(
-            address=address, runtime_env=runtime_env, log_to_driver=False, logging_level="WARNING"
+        _init_within(
+            ray,
+            CONNECT_TIMEOUT_S,
+            address=address,
+            runtime_env=runtime_env,
+            log_to_driver=False,
+            logging_level="WARNING",
         )
+    except _InitTimeout:
+        if address.startswith("ray://"):
+            port = "the Ray Client server's port (usually 10001; `ray status` on the head node)"
+        else:
+            port = f"the head node's GCS port (usually 6379; `ray status --address {address}`)"
+        raise StageError(
+            f"RAY_ADDRESS={address}: no Ray cluster answered within {CONNECT_TIMEOUT_S:g} s; "
+            f"something listens there, but not Ray: check the address is {port}, or unset "
+            "RAY_ADDRESS to run on this machine"
+        ) from None
     except (ConnectionError, RuntimeError, TimeoutError, ray.exceptions.RayError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         token = isinstance(exc, ray.exceptions.AuthenticationError)
@@ -318,7 +401,7 @@ def connect(ray, p: dict[str, Any], data_bytes: int) -> str:
         ) from None
     cpus = ray.cluster_resources().get("CPU", 0)
     nodes = sum(1 for node in ray.nodes() if node.get("Alive"))
-    check_concurrency(p, cpus, f"the cluster at {address}")
+    check_concurrency(p, cpus, f"the cluster at {address}", "add nodes with more CPUs")
     return f"the Ray cluster at {address} ({nodes} nodes, {cpus:g} CPUs)"
 
 
@@ -471,6 +554,52 @@ def trial_inputs(
     return setup, data
 
 
+def exp_args_of(path: Path, params: Path) -> list[str]:
+    """The ``dvc exp run`` arguments that apply the best configuration in ``path``
+    (``best_params.json``) to params.yaml's ``tune.dataset``.
+
+    Raises:
+        StageError: the file cannot be read, is not JSON, or does not hold what
+            :func:`~pipeline.tune_config.check_best` accepts for that dataset's recipe;
+            one line naming the file and the key.
+    """
+    dataset = tune_dataset(common.load_params("tune", KEYS, params)["dataset"], params)
+    regenerate = "run `make tune` to write it again"
+    try:
+        best = common.read_json(path)
+    except OSError as exc:
+        raise StageError(
+            f"{path}: cannot read it ({exc.strerror or type(exc).__name__}); pass the "
+            f"best_params.json a sweep writes (reports/tune/), or {regenerate}"
+        ) from None
+    try:
+        check_best(best, recipe.resolved_params(dataset, params), dataset)
+    except StageError as exc:
+        raise StageError(
+            f"{path}: {exc}; not a best configuration for {dataset} (tune.dataset); {regenerate}"
+        ) from None
+    return exp_args(best, dataset, params)
+
+
+def check_folder(path: Path, option: str) -> None:
+    """Refuse a folder that cannot be made or written, before any trial runs.
+
+    Raises:
+        StageError: ``path`` or a folder above it is a file, or the nearest existing
+            one is not writable.
+    """
+    for folder in (path, *path.parents):
+        if not folder.exists():
+            continue
+        if not folder.is_dir():
+            raise StageError(
+                f"{option} {path}: {folder} is a file, not a folder; choose another {option}"
+            )
+        if not os.access(folder, os.W_OK | os.X_OK):
+            raise StageError(f"{option} {path}: {folder} is not writable; choose another {option}")
+        return
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -496,17 +625,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--exp-args",
         type=Path,
         metavar="BEST_PARAMS_JSON",
-        help="print the `dvc exp run` arguments that apply this file, and exit",
+        help="check this best_params.json, print the `dvc exp run` arguments that apply "
+        "it, and exit",
     )
     args = parser.parse_args(argv)
     if args.exp_args is not None:
-        dataset = common.load_params("tune", path=args.params).get("dataset")
-        dataset = common.check_choice(dataset, "tune.dataset", sorted(DATASETS))
-        best = common.read_json(args.exp_args)
-        print(shlex.join(exp_args(best, dataset, args.params)))
+        print(shlex.join(exp_args_of(args.exp_args, args.params)))
         return 0
 
     p = tune_params(args.params)
+    check_folder(args.out, "--out")
+    check_folder(args.storage, "--storage")
     params = recipe.resolved_params(p["dataset"], args.params)
     ray = import_ray()
     setup, data = trial_inputs(p, params, args.prepared / p["dataset"])

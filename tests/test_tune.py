@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import copy
 import json
+import os
+import re
 import socket
 import subprocess
 import sys
@@ -453,7 +455,7 @@ def test_a_trial_larger_than_the_cluster_names_cpus_per_trial():
     tune_config.check_concurrency(p, 4, "the cluster at x")  # fits
 
 
-def test_tune_dataset_must_be_one_of_datasets(tmp_path, local):
+def test_tune_dataset_must_be_one_of_datasets(tmp_path, local, capsys):
     """prepare makes (and remakes) only the data of datasets:; the sweep would read stale
     data of another."""
     path = params_with(write_params(tmp_path / "params.yaml", dataset="fashion-mnist"),
@@ -463,8 +465,36 @@ def test_tune_dataset_must_be_one_of_datasets(tmp_path, local):
              r"add fashion-mnist to datasets:$")  # fmt: skip
     with pytest.raises(StageError, match=match):
         tune_config.tune_params(path)
+    best = tmp_path / "best_params.json"
+    best.write_text(json.dumps({"model": {"dropout": 0.2}}))
+    assert common.run_stage(tune.main, ["--exp-args", str(best), "--params", str(path)]) == 1
+    assert capsys.readouterr().err.startswith("error: tune.dataset: 'fashion-mnist' is not in")
     params_with(path, datasets=["mnist", "fashion-mnist"])
     assert tune_config.tune_params(path)["dataset"] == "fashion-mnist"
+
+
+@pytest.mark.parametrize("option", ["--out", "--storage"])
+def test_out_and_storage_are_checked_before_ray_starts(tmp_path, local, monkeypatch, capsys,
+                                                       option):  # fmt: skip
+    """A folder that cannot be made stops the stage before the sweep, not after it."""
+    monkeypatch.setattr(tune, "import_ray", lambda: pytest.fail("Ray started"))
+    afile = tmp_path / "README.md"
+    afile.write_text("a file")
+    params = write_params(tmp_path / "params.yaml", dataset="mnist")
+    argv = ["--prepared", str(tmp_path / "prepared"), "--out", str(tmp_path / "out"),
+            "--params", str(params), "--storage", str(tmp_path / "storage")]  # fmt: skip
+    argv[argv.index(option) + 1] = str(afile / "x")
+    assert common.run_stage(tune.main, argv) == 1
+    err = capsys.readouterr().err.splitlines()
+    assert err == [f"error: {option} {afile / 'x'}: {afile} is a file, not a folder; choose "
+                   f"another {option}"]  # fmt: skip
+    assert not (tmp_path / "out").exists() and not (tmp_path / "storage").exists()
+
+
+def test_check_folder_accepts_new_and_existing_folders(tmp_path):
+    tune.check_folder(tmp_path / "a" / "b" / "c", "--out")  # made later, parents too
+    tune.check_folder(tmp_path, "--out")
+    assert list(tmp_path.iterdir()) == []  # nothing made by the check
 
 
 # ------------------------------------------------------------------ best configuration
@@ -556,6 +586,61 @@ def test_exp_args_prints_the_dvc_command(tmp_path, capsys):
     assert capsys.readouterr().out.strip() == "-S overrides.mnist.train.augment.crop_padding=3"
 
 
+@pytest.mark.parametrize(
+    ("content", "key", "why"),
+    [
+        ("[1, 2]", None, r"expected a non-empty mapping in the shape of params\.yaml, "
+         r"e\.g\. \{\"model\": \{\"dropout\": 0\.2\}\}, got \[1, 2\]"),
+        ("{}", None, r"expected a non-empty mapping .*got \{\}"),
+        ('{"foo": {"bar": 1}}', "foo", r"unknown section; expected keys of model: and train:"),
+        ('{"train": 5}', "train", r"expected a non-empty mapping of its keys, got 5"),
+        ('{"train": {}}', "train", r"expected a non-empty mapping of its keys, got \{\}"),
+        ('{"train": {"weight_decay": "abc"}}', "train.weight_decay",
+         r"expected a number, got the string 'abc'"),
+        ('{"train": {"weight_decay": NaN}}', "train.weight_decay", r"expected a finite number"),
+        ('{"train": {"lr": 0.01}}', "train.lr", r"train\.lr does nothing under fashion-mnist's "
+         r"OneCycleLR"),
+        ('{"train": {"momentum": 0.9}}', "train.momentum", r"train\.momentum does nothing"),
+        ('{"train": {"epochs": 3}}', "train.epochs", r"unknown parameter 'train\.epochs'"),
+        ('{"train": {"scheduler": {}}}', "train.scheduler", r"empty"),
+        ('{"train": {"scheduler": {"args": {"maxlr": 0.01}}}}', "train.scheduler.args.maxlr",
+         r"unknown parameter"),
+        ('{"model": {"hidden_sizes": [0]}}', r"model.hidden_sizes[0]", r"expected a value in"),
+        ('{"train": {"optimizer": "sgd", "betas": [0.9, 0.99]}}', "train.betas",
+         r"train\.betas does nothing with fashion-mnist's optimizer sgd"),
+    ],
+)  # fmt: skip
+def test_exp_args_refuses_a_file_that_is_not_a_best_configuration(tmp_path, capsys, content,
+                                                                  key, why):  # fmt: skip
+    """One line naming the file, the key and the fix; nothing on stdout for `dvc exp run`."""
+    best = tmp_path / "best_params.json"
+    best.write_text(content)
+    assert common.run_stage(tune.main, ["--exp-args", str(best)]) == 1
+    out, err = capsys.readouterr()
+    assert out == "" and len(err.splitlines()) == 1, err
+    where = re.escape(f"{best}: ") + (re.escape(f"{key}: ") if key else "")
+    assert re.match(rf"^error: {where}{why}.*; not a best configuration for fashion-mnist "
+                    r"\(tune\.dataset\); run `make tune` to write it again$", err), err  # fmt: skip
+
+
+@pytest.mark.parametrize("kind", ["directory", "unreadable", "missing", "not json"])
+def test_exp_args_refuses_a_file_it_cannot_read(tmp_path, capsys, kind):
+    best = tmp_path / "best_params.json"
+    if kind == "directory":
+        best.mkdir()
+    elif kind == "unreadable":
+        best.write_text('{"model": {"dropout": 0.2}}')
+        best.chmod(0)
+        if os.access(best, os.R_OK):  # root reads anything
+            pytest.skip("this user can read a file without permissions")
+    elif kind == "not json":
+        best.write_text("{'model': 1}")
+    assert common.run_stage(tune.main, ["--exp-args", str(best)]) == 1
+    out, err = capsys.readouterr()
+    assert out == "" and len(err.splitlines()) == 1, err
+    assert err.startswith(f"error: {best}") and "run" in err, err
+
+
 class FakeResult:
     """What collect reads of a Tune Result: the trial's config and its reported rows."""
 
@@ -619,6 +704,24 @@ def test_a_swept_null_is_written_as_null(tmp_path, constant, capsys):
     ]  # fmt: skip
 
 
+def test_exp_args_line_runs_through_the_shell(tmp_path):
+    """The README's `a=$(... --exp-args F) && eval "dvc exp run $a"` passes each argument
+    whole (quoted ones too), and a refused file stops before `dvc exp run`."""
+    best = tmp_path / "best_params.json"
+    best.write_text(json.dumps({"model": {"hidden_sizes": [64, 32], "dropout": 0.2}}))
+    script = ('a=$("$PY" pipeline/tune.py --exp-args "$F") && eval "printf \'<%s>\\n\' $a"'
+              " || echo refused")  # fmt: skip
+    env = {**os.environ, "PY": sys.executable, "F": str(best)}
+    done = subprocess.run(["bash", "-c", script], capture_output=True, text=True, env=env,
+                          cwd=common.PROJECT_ROOT, check=True)  # fmt: skip
+    assert done.stdout.splitlines() == ["<-S>", "<model.dropout=0.2>", "<-S>",
+                                        "<model.hidden_sizes=[64,32]>"]  # fmt: skip
+    best.write_text("{}")
+    done = subprocess.run(["bash", "-c", script], capture_output=True, text=True, env=env,
+                          cwd=common.PROJECT_ROOT, check=True)  # fmt: skip
+    assert done.stdout == "refused\n" and done.stderr.startswith(f"error: {best}: ")
+
+
 def test_sweep_name_changes_with_the_params():
     a = tune_config.sweep_name("mnist", {"tune": {"epochs": 3}, "train": {"lr": 0.1}})
     assert a == tune_config.sweep_name("mnist", {"train": {"lr": 0.1}, "tune": {"epochs": 3}})
@@ -638,6 +741,55 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def test_ray_address_that_is_not_ray_stops_in_one_line(tmp_path):
+    """A port that accepts connections but never speaks Ray (a web server, the dashboard's
+    8265): one line naming the address and the fix after CONNECT_TIMEOUT_S (3 s here),
+    not minutes of retries. In a process of its own: the abandoned ray.init thread ends
+    with it, and the process must end promptly too."""
+    pytest.importorskip("ray")
+    import threading
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(8)
+    port = server.getsockname()[1]
+    accepted = []
+
+    def accept_and_stay_silent():
+        while True:
+            try:
+                accepted.append(server.accept()[0])
+            except OSError:  # closed
+                return
+
+    threading.Thread(target=accept_and_stay_silent, daemon=True).start()
+    prepared = write_prepared(tmp_path / "prepared" / "mnist", 40, 20, 10)
+    params = write_params(tmp_path / "params.yaml", dataset="mnist")
+    argv = ["--prepared", str(prepared.parent), "--out", str(tmp_path / "out"),
+            "--params", str(params), "--storage", str(tmp_path / "storage")]  # fmt: skip
+    code = ("import sys; from pipeline import common, tune; tune.CONNECT_TIMEOUT_S = 3.0; "
+            "sys.exit(common.run_stage(tune.main, sys.argv[1:]))")  # fmt: skip
+    env = {**os.environ, "RAY_ADDRESS": f"127.0.0.1:{port}", "RAY_USAGE_STATS_ENABLED": "0"}
+    try:
+        done = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True,
+                              text=True, cwd=common.PROJECT_ROOT, env=env,
+                              timeout=120)  # fmt: skip
+    finally:
+        server.close()
+        for connection in accepted:
+            connection.close()
+    assert done.returncode == 1, done.stderr
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert errors == [
+        f"error: RAY_ADDRESS=127.0.0.1:{port}: no Ray cluster answered within 3 s; something "
+        "listens there, but not Ray: check the address is the head node's GCS port (usually "
+        f"6379; `ray status --address 127.0.0.1:{port}`), or unset RAY_ADDRESS to run on "
+        "this machine"
+    ], done.stderr
+    assert accepted  # Ray did connect, and got no answer
+    assert not (tmp_path / "out").exists()
 
 
 def test_unreachable_ray_address_names_it_and_the_fix(tmp_path, monkeypatch, capsys):
