@@ -2,7 +2,7 @@
 # The sweep on a Ray cluster, shown on one machine: a head node and a second node
 # (1 CPU each, on loopback, the second with a resource of its own), the tune stage
 # run against them through RAY_ADDRESS, a check that trials ran on both nodes, then
-# the cluster stopped. Tiny synthetic data; about a minute on 2 cores.
+# the cluster stopped. Small synthetic data; under a minute on 2 cores.
 #
 #   scripts/ray_cluster_demo.sh [OUT]    OUT keeps the stage's outputs (default: a temp dir)
 #
@@ -45,13 +45,15 @@ from pipeline import common
 from tests._idx import write_prepared
 
 work = Path(sys.argv[1])
-write_prepared(work / "prepared" / "mnist", 300, 100, 10)
+# Trials of a second or more: with shorter ones, the first node's worker (Tune reuses
+# it) could finish every trial before the second node's worker has started.
+write_prepared(work / "prepared" / "mnist", 6000, 100, 10)
 with open(common.PARAMS_FILE, encoding="utf-8") as f:
     params = yaml.safe_load(f)
-params["model"].update(hidden_sizes=[16], batch_norm=False, dropout=0.0)
+params["model"].update(hidden_sizes=[64], batch_norm=False, dropout=0.0)
 params["train"].update(batch_size=16)
 params["tune"].update(
-    dataset="mnist", num_samples=1, max_concurrent_trials=2, epochs=2,
+    dataset="mnist", num_samples=1, max_concurrent_trials=2, epochs=3,
     asha={"grace_period": 1, "reduction_factor": 2},
     space={"train": {"scheduler": {"args": {"max_lr": {"grid": [0.02, 0.01, 0.005, 0.002]}}}}},
 )
