@@ -11,6 +11,7 @@ import math
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 from fractions import Fraction
@@ -472,6 +473,8 @@ def test_sigint_in_a_real_process_is_one_line_and_exit_130(tmp_path):
     result = subprocess.run(
         [sys.executable, "-c", code, str(target)], cwd=common.PROJECT_ROOT,
         capture_output=True, text=True, timeout=120,
+        # Ctrl-C's default, also when the tests run in the background (SIGINT ignored)
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )  # fmt: skip
     assert result.returncode == 130, result.stderr
     assert result.stderr.count("\n") == 1 and "interrupted (Ctrl-C)" in result.stderr

@@ -79,11 +79,18 @@ def checkpoints(params: Path, stage: str) -> list[Path]:
     return sorted((params.parent / "checkpoints" / DATASET).glob(f"{stage}-*.npz"))
 
 
+def default_sigint() -> None:
+    """Ctrl-C's default in the child: a test run started in the background (``make test
+    &``) inherits SIGINT ignored, and Python then leaves it ignored."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def interrupt(stage: str, prepared: Path, params: Path, out: Path, how=signal.SIGKILL) -> int:
     """Start the stage, and send it ``how`` as soon as its first checkpoint exists (after
     epoch 1 of 5); return its exit status and the epochs the checkpoint holds."""
     process = subprocess.Popen(command(stage, prepared, params, out), cwd=PROJECT_ROOT,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)  # fmt: skip
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                               preexec_fn=default_sigint)  # fmt: skip
     try:
         while not checkpoints(params, stage) and process.poll() is None:
             time.sleep(0.005)
